@@ -1,0 +1,5 @@
+"""`python -m character.cli` = `oct`."""
+
+from character.cli.main import main
+
+main()

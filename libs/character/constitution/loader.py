@@ -1,0 +1,174 @@
+"""Load constitutions from files, with errors that name the file, line and field.
+
+Accepted formats:
+- ours, YAML (`.yaml`/`.yml`) or JSON object (`.json`): `{name, description, traits: [...]}`;
+- the reference JSON array (`.json`): `[{"trait": ..., "questions": [...]}, ...]`;
+- the reference augmented JSONL (`.jsonl`): one `{"trait", "questions", "additional_questions"}`
+  object a line.
+Reference formats carry no name; the file's stem is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from character.constitution.model import Constitution
+from character.errors import InvalidInput, NotFound
+
+_PERSONAS = "character.constitution.personas"
+
+
+# ----------------------------------------------------------------------------- locating
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each path in a YAML/JSON document to its 1-based line, for error messages."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for p in loc:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(err: ValidationError, path: str, lines: dict[tuple[Any, ...], int], base_line: int = 0,
+              loc_prefix: tuple[Any, ...] = ()) -> InvalidInput:
+    problems = []
+    first_where = None
+    for e in err.errors():
+        loc = (*loc_prefix, *e["loc"])
+        line = None
+        for cut in range(len(e["loc"]), -1, -1):
+            line = lines.get(tuple(e["loc"][:cut]))
+            if line is not None:
+                break
+        where = f"{path}:{(line or 1) + base_line}" if line or base_line else path
+        first_where = first_where or where
+        msg = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: field {_field(loc)}: {msg}")
+    return InvalidInput(
+        "invalid constitution:\n  " + "\n  ".join(problems), where=None
+    ) if len(problems) > 1 else InvalidInput(problems[0].split(": ", 1)[1], where=first_where)
+
+
+# ----------------------------------------------------------------------------- formats
+def _from_document(doc: Any, path: Path, text: str) -> Constitution:
+    lines = _line_index(text)
+    if isinstance(doc, list):
+        doc = {"name": _stem_name(path), "traits": doc}
+        lines = {("traits", *k): v for k, v in lines.items()}
+    elif not isinstance(doc, dict):
+        raise InvalidInput(
+            f"expected a mapping with name and traits, or a list of traits; got {type(doc).__name__}",
+            where=f"{path}:1",
+        )
+    try:
+        return Constitution.model_validate(doc)
+    except ValidationError as err:
+        raise _describe(err, str(path), lines) from None
+
+
+def _from_jsonl(text: str, path: Path) -> Constitution:
+    traits = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            traits.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{path}:{lineno}") from None
+    doc = {"name": _stem_name(path), "traits": [t for _, t in traits]}
+    try:
+        return Constitution.model_validate(doc)
+    except ValidationError as err:
+        # Each trait sits on its own line: locate errors by the trait's line.
+        lines = {("traits", i): lineno for i, (lineno, _) in enumerate(traits)}
+        raise _describe(err, str(path), lines) from None
+
+
+def _stem_name(path: Path) -> str:
+    stem = re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-_")
+    return stem or "persona"
+
+
+def load_constitution(path: str | Path) -> Constitution:
+    """Read and validate a constitution file in any accepted format."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{path}: no such constitution file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"not UTF-8 text (byte {err.start})", where=str(path)) from None
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _from_jsonl(text, path)
+    if suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{path}:{err.lineno}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise InvalidInput(f"bad YAML: {getattr(err, 'problem', None) or err}", where=where) from None
+    else:
+        raise InvalidInput(f"unknown constitution format {suffix!r}: use .yaml, .yml, .json or .jsonl",
+                           where=str(path))
+    return _from_document(doc, path, text)
+
+
+# ----------------------------------------------------------------------------- bundled personas
+def persona_names() -> list[str]:
+    """Names of the personas shipped with the library."""
+    folder = resources.files(_PERSONAS)
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def persona_path(name: str) -> Path:
+    """The file of a bundled persona; NotFound lists the known names."""
+    names = persona_names()
+    if name not in names:
+        raise NotFound(f"unknown persona {name!r}; known personas: {', '.join(names)}")
+    return Path(str(resources.files(_PERSONAS) / f"{name}.yaml"))
+
+
+def load_persona(name: str) -> Constitution:
+    """A bundled persona by name."""
+    return load_constitution(persona_path(name))
+
+
+def resolve_constitution(name_or_path: str | Path) -> Constitution:
+    """A bundled persona name, or a path to a constitution file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl") or candidate.exists():
+        return load_constitution(candidate)
+    return load_persona(str(name_or_path))

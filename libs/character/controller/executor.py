@@ -1,0 +1,62 @@
+"""Executors run one pipeline stage of one run somewhere and report how it is going.
+
+The controller calls `start`, then `poll` until the state is final, and `cancel` when
+a run is cancelled. Implementations (one file each): `inline` (in-process, for
+`oct run`), `services` (the gRPC workers), `kubernetes` (one batch/v1 Job per stage).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class StageState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (StageState.SUCCEEDED, StageState.FAILED, StageState.CANCELLED)
+
+
+class StageJob(BaseModel):
+    """What an executor needs to run one stage: the worker reads the run spec from the store."""
+
+    run_id: str
+    """The run this stage belongs to; its record is `runs/<run_id>` in the store."""
+    stage: str
+    """Stage name from the pipeline DAG (prompts, distill, dpo, introspect, sft, merge, eval)."""
+    store_uri: str
+    """Where the run's spec, inputs and outputs live (local path or s3://bucket/prefix)."""
+    attempt: int = 1
+    """1 for the first try; retries count up."""
+
+
+class StageStatus(BaseModel):
+    state: StageState
+    message: str = ""
+    """Human-readable detail: progress while running, the reason when failed."""
+    retryable: bool = True
+    """False when retrying cannot help (invalid input), so the controller fails the stage at once."""
+
+
+class Executor(ABC):
+    """Runs stages; one instance serves many runs."""
+
+    @abstractmethod
+    def start(self, job: StageJob) -> str:
+        """Launch the stage and return a handle for `poll` and `cancel`."""
+
+    @abstractmethod
+    def poll(self, handle: str) -> StageStatus:
+        """Current status of a launched stage."""
+
+    @abstractmethod
+    def cancel(self, handle: str) -> None:
+        """Stop the stage (best effort, idempotent)."""

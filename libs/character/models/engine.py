@@ -1,0 +1,94 @@
+"""The generation engine interface, shared by every backend.
+
+A conversation is a list of `{"role", "content"}` messages. When the last
+message has role "assistant" it is a *prefill*: the engine continues that turn
+instead of opening a new one, and returns only the continuation.
+
+Backends (one file each): `transformers_engine` (CPU/GPU), `vllm_engine` (GPU
+images), `openai_engine` (an OpenAI-compatible HTTP server, e.g. a hosted judge).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from character.progress import Progress, silent
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+class SamplingParams(BaseModel):
+    """How to sample one answer per conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(256, ge=1)
+    """Upper bound on generated tokens; an answer that hits it ends with finish_reason "length"."""
+    temperature: float = Field(0.7, ge=0.0)
+    """0 means greedy decoding."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    """>1 discourages repeating tokens (HF semantics)."""
+    seed: int | None = None
+    """Seed for sampling; the same seed, inputs and batch give the same outputs."""
+
+
+class Generation(BaseModel):
+    """One generated answer."""
+
+    text: str
+    """The continuation only (never the prompt or prefill), without the end-of-turn token."""
+    finish_reason: Literal["stop", "length"]
+    """"stop": ended at end of turn; "length": cut at max_new_tokens."""
+    num_tokens: int
+    """Generated tokens, counting the end-of-turn token if any."""
+
+
+@dataclass(frozen=True)
+class Steering:
+    """An activation-steering intervention: `coefficient * vectors[layer]` is added to the
+    residual stream output of each listed decoder layer, at every position."""
+
+    vectors: dict[int, list[float]]
+    """Decoder-layer index -> direction (hidden-size floats)."""
+    coefficient: float = 1.0
+
+
+AdapterRef = str | Path
+"""A local PEFT adapter folder."""
+
+
+class Engine(ABC):
+    """Generates and scores chat conversations with one base model."""
+
+    name: str
+    """The model reference the engine serves (for logs and records)."""
+
+    @abstractmethod
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        steering: Steering | None = None,
+        progress: Progress = silent,
+    ) -> list[Generation]:
+        """One answer per conversation, in order."""
+
+    @abstractmethod
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: AdapterRef | None = None,
+    ) -> list[float]:
+        """Sum of token log-probabilities of each continuation as the assistant's reply to the
+        matching conversation (the reply's end-of-turn token included)."""

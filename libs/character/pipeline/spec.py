@@ -1,0 +1,136 @@
+"""The run spec: one YAML file that says what to train, on what, at which scale.
+
+Everything is validated before any work starts: unknown keys, impossible values and
+per-stage overrides (checked against each stage's own config) are refused with the
+key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from character.constitution import Constitution, resolve_constitution
+from character.errors import InvalidInput
+
+
+def default_store_uri() -> str:
+    """The embedded default store: a folder under OCT_HOME."""
+    return str(Path(os.environ.get("OCT_HOME", Path.home() / ".cache" / "oct")) / "store")
+
+
+class RunSpec(BaseModel):
+    """A character-training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    constitution: str | Constitution
+    """A bundled persona name, a constitution file path, or the constitution itself (inline)."""
+    model: str = "smollm2"
+    """The student: a bundled name (smollm2, tiny), a local folder, s3:// URI or hub name."""
+    teacher: str | None = None
+    """The model that writes chosen answers; default: the student prompted with the
+    constitution (context distillation)."""
+    judge: str | None = None
+    """The model that rates evaluation outputs; default: the teacher."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Generation backend for the student and teacher."""
+    scale: Literal["demo", "full"] = "demo"
+    """Preset sizes: `demo` runs on a 2-core CPU in minutes; `full` = the reference numbers."""
+    seed: int = Field(123456, ge=0)
+    """Seed for sampling, data splits and training (reference: 123456)."""
+    chat_prompts: str = "bundled"
+    """General chat prompts: "bundled" (shipped with the library), a JSONL/Parquet path, an
+    s3:// URI, or a hub data set name (LIMA, WildChat, Pure-Dove) where a network allows."""
+    store: str = Field(default_factory=default_store_uri)
+    """Where artifacts and run records live: a local folder or s3://bucket/prefix.
+    Not part of any artifact's address."""
+    stages: dict[str, dict[str, Any]] = {}
+    """Per-stage overrides of the scale preset, e.g. {"dpo": {"lr": 1e-5}}."""
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from character.pipeline.dag import STAGE_NAMES
+
+        for name in stages:
+            if name not in STAGE_NAMES:
+                raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+        return stages
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def teacher_model(self) -> str:
+        return self.teacher or self.model
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge or self.teacher_model
+
+    def resolved(self) -> RunSpec:
+        """The same spec with the constitution loaded inline, so the spec alone is enough
+        to run any stage anywhere (a Kubernetes Job has no access to the submitter's files)."""
+        if isinstance(self.constitution, Constitution):
+            return self
+        return self.model_copy(update={"constitution": resolve_constitution(self.constitution)})
+
+    @property
+    def persona(self) -> Constitution:
+        spec = self.resolved()
+        assert isinstance(spec.constitution, Constitution)
+        return spec.constitution
+
+    def stage_config(self, stage: str) -> Any:
+        """The validated config of one stage at this scale with its overrides."""
+        from character.pipeline.dag import stage_module
+
+        module = stage_module(stage)
+        return module.Config.for_scale(self.scale, self.stages.get(stage), where=f"stages.{stage}")
+
+    def validate_all(self) -> RunSpec:
+        """Resolve the constitution and validate every stage config; returns the resolved spec."""
+        from character.pipeline.dag import STAGE_NAMES
+
+        spec = self.resolved()
+        for name in STAGE_NAMES:
+            spec.stage_config(name)
+        return spec
+
+
+def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
+    """Read a run spec from YAML; `overrides` (CLI flags) win over the file's values."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InvalidInput("no such run spec file", where=str(path)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InvalidInput(f"bad YAML: {getattr(err, 'problem', err)}",
+                           where=f"{path}:{mark.line + 1}" if mark else str(path)) from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("a run spec is a mapping of keys to values", where=str(path))
+    return parse_spec(doc | {k: v for k, v in overrides.items() if v is not None}, where=str(path))
+
+
+def parse_spec(doc: dict[str, Any], where: str = "run spec") -> RunSpec:
+    """Validate a spec given as a mapping (from YAML, a gRPC request, a CLI)."""
+    try:
+        return RunSpec.model_validate(doc).validate_all()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise InvalidInput(problems, where=where) from None
+    except InvalidInput as err:
+        raise InvalidInput(str(err), where=where) from None
+
+
+def dump_spec(spec: RunSpec) -> str:
+    """YAML text of a spec (constitution inline when resolved)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,103 @@
+"""What every pipeline stage looks like.
+
+A stage is a module in `character.stages` exposing:
+- `NAME`: its name in the DAG; `INPUTS`: the upstream stages it reads;
+- `USES`: the run-spec fields its output depends on (part of its content address);
+- `Config`: a `StageConfig` subclass with `PRESETS` for the `demo` and `full` scales;
+- `run(ctx: StageContext, config: Config) -> StageResult`.
+
+Stages read their inputs from the store, write their outputs to the store (atomically,
+content-addressed by `ctx.key`), report progress through `ctx.progress`, and never
+talk gRPC or Kubernetes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from character.errors import InvalidInput
+from character.progress import Progress, silent
+from character.store.base import ArtifactRef, Store
+
+if TYPE_CHECKING:
+    from character.constitution import Constitution
+    from character.models.engine import AdapterRef, Engine
+    from character.pipeline.spec import RunSpec
+
+Scale = str  # "demo" | "full"
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: unknown keys are errors, presets per scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"demo": {}, "full": {}}
+    """Field values per scale; `full` holds the reference numbers of method.md."""
+
+    @classmethod
+    def for_scale(cls, scale: Scale, overrides: dict[str, Any] | None = None, where: str = "") -> Self:
+        """The preset for `scale` with `overrides` applied; errors name the offending key."""
+        values = {**cls.PRESETS.get(scale, {}), **(overrides or {})}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in (where, *e['loc']) if p != '')}: {e['msg']}" for e in err.errors()
+            )
+            raise InvalidInput(problems) from None
+
+
+class StageResult(BaseModel):
+    """What a finished stage leaves behind (itself stored as the `stage` artifact)."""
+
+    stage: str
+    key: str
+    """The stage's content address (digest of its inputs and config)."""
+    artifacts: dict[str, ArtifactRef] = {}
+    """Named outputs, e.g. {"pairs": ..., "heldout": ...}."""
+    metrics: dict[str, Any] = {}
+    """Counts, timings and measurements worth reporting (dropped examples, accuracies, ...)."""
+
+
+class EngineProvider(Protocol):
+    """Gives stages engines and adapters without them knowing where models run."""
+
+    def engine(self, model: str) -> Engine:
+        """An engine serving `model` (a model reference, or `artifact://model/<key>`)."""
+        ...
+
+    def adapter(self, key: str) -> AdapterRef:
+        """The stored adapter artifact `key`, in the form the engines accept."""
+        ...
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may touch."""
+
+    run_id: str
+    spec: RunSpec
+    constitution: Constitution
+    store: Store
+    engines: EngineProvider
+    key: str
+    """This stage's content address; outputs are stored under it."""
+    inputs: dict[str, StageResult]
+    """Results of the upstream stages, by stage name."""
+    workdir: Path
+    """Local scratch space for this stage (survives restarts: checkpoints go here too)."""
+    progress: Progress = field(default=silent)
+
+
+class StageModule(Protocol):
+    NAME: str
+    INPUTS: tuple[str, ...]
+    USES: tuple[str, ...]
+    Config: type[StageConfig]
+
+    def run(self, ctx: StageContext, config: Any) -> StageResult: ...

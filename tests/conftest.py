@@ -1,0 +1,6 @@
+"""Shared test setup: fixtures live in tests/fixtures/ and are registered here."""
+
+pytest_plugins = [
+    "tests.fixtures.models",
+    "tests.fixtures.s3",
+]
