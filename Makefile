@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 PERSONA ?= sarcasm
 MODEL ?= smollm2
 PYTEST_ARGS ?=
+# Idle OpenMP threads spin by default; on a 2-core machine shared with servers that makes
+# small-model work many times slower. Passive waiting costs nothing measurable when idle.
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup demo test test-fast lint bench proto images clean help
 

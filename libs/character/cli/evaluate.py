@@ -1,9 +1,78 @@
-"""`oct eval` and `oct report`."""
+"""`oct eval` (evaluate a stored run, all parts or one) and `oct report` (regenerate its report)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+console = Console()
+PART_CHOICES = ("preferences", "robustness", "coherence", "capabilities", "all")
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def eval_(
+    run_id: Annotated[str, typer.Option("--run", help="The run to evaluate (stored as record runs/RUN).")],
+    store: Annotated[str, typer.Option(help="Local folder or s3://bucket/prefix holding the run.")],
+    part: Annotated[
+        str, typer.Argument(help="preferences, robustness, coherence, capabilities or all.")
+    ] = "all",
+    runs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runs",
+            help="More runs of other personas (repeat, or comma-separate): robustness becomes N-way across "
+            "personas and preferences compares every run's ratings.",
+        ),
+    ] = None,
+) -> None:
+    """Evaluate a stored run: every part (what the eval stage runs), or one part alone."""
+    from character.cli.progress import bars
+    from character.errors import InvalidInput
+    from character.stages.evaluate import PARTS
+    from character.stages.evaluate.orchestrate import context_for_run, evaluate, save
+    from character.stages.evaluate.subject import Subject
+    from character.store import digest_of, open_store
+
+    if part not in PART_CHOICES:
+        raise InvalidInput(f"unknown part {part!r}; choose one of {', '.join(PART_CHOICES)}", where="PART")
+    others = [r for r in _split(runs) if r != run_id]
+    the_store = open_store(store)
+    with bars() as progress:
+        primary = context_for_run(the_store, run_id, progress=progress)
+        contexts = [primary, *(context_for_run(the_store, r, primary.engines, progress) for r in others)]
+        config = primary.spec.stage_config("eval")
+        if part != "all":
+            config = config.only([part])
+        parts = [p for p in PARTS if getattr(config, p)]
+        key = digest_of({"eval": contexts[0].key, "parts": parts, "runs": [c.key for c in contexts[1:]]})
+        if not the_store.has("report", key):
+            results = evaluate([Subject(ctx, config) for ctx in contexts], config)
+            save(contexts[0], results, key)
+    console.print(f"eval ({', '.join(parts)}): report {the_store.materialize('report', key) / 'index.html'}")
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run whose evaluation to render.")],
+    store: Annotated[str, typer.Option(help="Local folder or s3://bucket/prefix holding the run.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write; default $OCT_HOME/reports/RUN.")] = None,
+) -> None:
+    """Regenerate a run's evaluation report (HTML + PNG plots + JSON) from its stored results."""
+    from character.pipeline.runner import oct_home
+    from character.report import write_report
+    from character.stages.evaluate.orchestrate import load_results
+    from character.store import open_store
+
+    results = load_results(open_store(store), run_id)
+    index = write_report(results, out or oct_home() / "reports" / run_id)
+    console.print(str(index))
 
 
 def register(app: typer.Typer) -> None:
-    """Evaluation commands are added by the evaluation work (issue 4)."""
+    app.command("eval")(eval_)
+    app.command("report")(report)

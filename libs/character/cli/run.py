@@ -41,6 +41,7 @@ def run(
 ) -> None:
     """Train a persona end to end in this process: prompts, distill, DPO, introspect, SFT, merge, eval."""
     from character.cli.progress import bars
+    from character.controller.records import open_inline_run, recording_stage
     from character.pipeline.dag import STAGE_NAMES, run_id_for
     from character.pipeline.engines import LocalEngines
     from character.pipeline.runner import run_stage
@@ -57,13 +58,16 @@ def run(
     console.print(f"run [bold]{run_id}[/bold]: persona {run_spec.persona.name}, student {run_spec.model}, "
                   f"scale {run_spec.scale}, store {the_store.uri}")
     engines = LocalEngines(the_store, run_spec.engine)
+    record = open_inline_run(the_store, run_spec, run_id)  # so `oct status RUN --store ...` works
     results: dict[str, StageResult] = {}
     timings: dict[str, float] = {}
     skipped: set[str] = set()
     with bars() as progress:
         for name in stages:
             started = time.monotonic()
-            result, was_cached = run_stage(run_spec, name, the_store, engines, run_id, progress)
+            with recording_stage(the_store, record, name) as done:
+                result, was_cached = run_stage(run_spec, name, the_store, engines, run_id, progress)
+                done(result)
             results[name], timings[name] = result, time.monotonic() - started
             if was_cached:
                 skipped.add(name)

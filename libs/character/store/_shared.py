@@ -16,6 +16,7 @@ two concurrent writers of the same key may interleave their files.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -235,7 +236,7 @@ class SharedStore(Store):
         found = (self._read_manifest(kind, key) for key in self._keys(kind))
         return [m for m in found if m is not None]
 
-    def _keys(self, kind: str) -> list[str]:
+    def _keys(self, kind: str) -> builtins.list[str]:
         """Keys of the committed artifacts of one kind (those with a manifest), sorted."""
         base = f"{ARTIFACTS}/{check_name(kind, 'artifact kind')}/"
         keys = []
@@ -291,7 +292,7 @@ class SharedStore(Store):
             raise InvalidInput("record is not a JSON object", where=f"{self.uri}/records/{key}.json")
         return value
 
-    def list_records(self, prefix: str) -> list[str]:
+    def list_records(self, prefix: str) -> builtins.list[str]:
         check_record_key(prefix, prefix=True)
         base = f"{RECORDS}/"
         keys = []

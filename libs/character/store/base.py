@@ -15,6 +15,7 @@ above them is shared so the two backends cannot drift apart.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -91,5 +92,5 @@ class Store(ABC):
         """The record, or None when absent."""
 
     @abstractmethod
-    def list_records(self, prefix: str) -> list[str]:
+    def list_records(self, prefix: str) -> builtins.list[str]:  # `list` is the method above
         """Record keys that start with `prefix`."""

@@ -56,7 +56,10 @@ class LocalStore(SharedStore):
 
     # --- primitives -----------------------------------------------------------------------
     def _put_bytes(self, key: str, data: bytes) -> None:
-        self._write_atomic(key, lambda f: f.write(data))
+        def write(f: BinaryIO) -> None:
+            f.write(data)
+
+        self._write_atomic(key, write)
 
     def _put_file(self, key: str, path: Path) -> None:
         def copy(f: BinaryIO) -> None:

@@ -1,0 +1,288 @@
+"""The transformers engine: batched generation and scoring on CPU or GPU.
+
+- Prompts are rendered by `chat.render`, tokenized without extra special tokens, sorted by
+  length into batches of `batch_size`, left-padded; results come back in input order.
+- Sampling: temperature 0 is greedy; with a seed, the call runs under its own RNG state
+  (the global torch RNG is restored afterwards), so the same seed, inputs and batch size
+  give the same outputs.
+- Generation stops at `<|im_end|>` (and EOS); an answer cut at max_new_tokens has
+  finish_reason "length".
+- LoRA adapters (PEFT folders) are loaded once per path and switched per call; with
+  adapter=None the adapters are disabled, so the base model answers exactly as before.
+  The engine loads its own private copy of the model (adapters are injected into it);
+  outside a call the adapter layers are disabled, so `engine.model` is always the base.
+- Steering: forward hooks on the decoder layers add `coefficient * vector` to each listed
+  layer's output hidden states, at every position, only for the duration of the call.
+- Calls are serialized by a lock (adapters and hooks are engine-wide state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from character.errors import InvalidInput, NotFound
+from character.models.chat import end_of_turn_token, render, stop_token_ids
+from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
+from character.models.loading import load_model
+from character.progress import Progress, ProgressEvent, silent
+
+
+class TransformersEngine(Engine):
+    """Generates and scores with a transformers causal LM (see the module docstring)."""
+
+    def __init__(self, model_ref: str | Path, device: Any = None, dtype: Any = None, batch_size: int = 16):
+        import torch
+
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {batch_size}", where="batch_size")
+        self.name = str(model_ref)
+        self.batch_size = batch_size
+        self.model, self.tokenizer = load_model(model_ref, device, dtype, shared=False)
+        self.device = self.model.device
+        self.tokenizer.padding_side = "left"
+        self._stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
+        self._eot_id = int(self.tokenizer.convert_tokens_to_ids(end_of_turn_token(self.tokenizer)))
+        self._max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self._peft: Any = None
+        self._adapters: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._torch = torch
+
+    def __repr__(self) -> str:
+        return f"TransformersEngine({self.name!r}, device={str(self.device)!r})"
+
+    # --- generation ---------------------------------------------------------------------
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        steering: Steering | None = None,
+        progress: Progress = silent,
+    ) -> list[Generation]:
+        torch = self._torch
+        prompts = self._encode_prompts(conversations)
+        n = len(prompts)
+        if n == 0:
+            return []
+        config = self._generation_config(sampling)
+        order = sorted(range(n), key=lambda i: -len(prompts[i]))
+        results: list[Generation | None] = [None] * n
+        task = "generate"
+        progress(ProgressEvent(task, 0, n))
+        with (
+            self._lock,
+            self._adapter(adapter) as model,
+            self._steering(steering),
+            self._seeded(sampling.seed),
+            torch.inference_mode(),
+        ):
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                input_ids, mask = self._left_pad([prompts[i] for i in idx])
+                out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+                new = out[:, input_ids.shape[1] :].tolist()
+                for i, row in zip(idx, new, strict=True):
+                    results[i] = self._finish(row)
+                progress(ProgressEvent(task, min(start + self.batch_size, n), n))
+        return [r for r in results if r is not None]
+
+    def _encode_prompts(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+        prompts = []
+        for i, conversation in enumerate(conversations):
+            try:
+                text = render(self.tokenizer, conversation, add_generation_prompt=True)
+            except InvalidInput as exc:
+                raise InvalidInput(str(exc), where=f"conversations[{i}]") from exc
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if self._max_positions and len(ids) >= self._max_positions:
+                raise InvalidInput(
+                    f"the prompt is {len(ids)} tokens, more than the model's context of "
+                    f"{self._max_positions}; shorten it",
+                    where=f"conversations[{i}]",
+                )
+            prompts.append(ids)
+        return prompts
+
+    def _generation_config(self, sampling: SamplingParams) -> Any:
+        from transformers import GenerationConfig
+
+        kw: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "eos_token_id": self._stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": sampling.repetition_penalty,
+        }
+        if sampling.temperature > 0:
+            kw |= {
+                "do_sample": True,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": 0,
+            }
+        else:
+            kw["do_sample"] = False
+        return GenerationConfig(**kw)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
+        torch = self._torch
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _finish(self, row: list[int]) -> Generation:
+        stop = next((k for k, t in enumerate(row) if t in self._stop_ids), None)
+        reason: Literal["stop", "length"]
+        if stop is None:  # ran to max_new_tokens (generation only ends early when all rows stop)
+            tokens, reason, count = row, "length", len(row)
+        else:
+            tokens, reason, count = row[:stop], "stop", stop + 1
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Generation(text=text, finish_reason=reason, num_tokens=count)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        if seed is None:
+            yield
+            return
+        torch = self._torch
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    # --- scoring ------------------------------------------------------------------------
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: AdapterRef | None = None,
+    ) -> list[float]:
+        torch = self._torch
+        if len(conversations) != len(continuations):
+            raise InvalidInput(
+                f"{len(conversations)} conversations but {len(continuations)} continuations; give one "
+                "continuation per conversation",
+                where="continuations",
+            )
+        prompts = self._encode_prompts(conversations)
+        conts = []
+        for i, text in enumerate(continuations):
+            if not isinstance(text, str):
+                raise InvalidInput("a continuation must be a string", where=f"continuations[{i}]")
+            conts.append([*self.tokenizer(text, add_special_tokens=False)["input_ids"], self._eot_id])
+        n = len(prompts)
+        order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(conts[i])))
+        scores = [0.0] * n
+        with self._lock, self._adapter(adapter) as model, torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                ids, mask = self._left_pad([prompts[i] + conts[i] for i in idx])
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                keep = max(len(conts[i]) for i in idx) + 1
+                logits = model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits
+                # logits[:, j] predicts token (width - keep + j + 1); the last one predicts nothing
+                logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                targets = ids[:, -(keep - 1) :]
+                token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                for row, i in enumerate(idx):
+                    scores[i] = float(token_lp[row, -len(conts[i]) :].sum())
+        return scores
+
+    # --- adapters -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _adapter(self, adapter: AdapterRef | None) -> Iterator[Any]:
+        """The model to call: the base, or the base with one adapter active. Outside this
+        context the adapter layers stay disabled, so `self.model` always acts as the base."""
+        if adapter is None:
+            yield self.model
+            return
+        name = self._load_adapter(Path(adapter))
+        self._peft.set_adapter(name)
+        self._peft.base_model.enable_adapter_layers()
+        try:
+            yield self._peft
+        finally:
+            self._peft.base_model.disable_adapter_layers()
+
+    def _load_adapter(self, folder: Path) -> str:
+        folder = folder.expanduser().resolve()
+        key = str(folder)
+        if key in self._adapters:
+            return self._adapters[key]
+        if not (folder / "adapter_config.json").is_file():
+            raise NotFound(f"no PEFT adapter at {folder} (adapter_config.json missing)")
+        name = "a" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        try:
+            if self._peft is None:
+                from peft import PeftModel
+
+                self._peft = PeftModel.from_pretrained(self.model, key, adapter_name=name, is_trainable=False)
+                self._peft.eval()
+            else:
+                self._peft.load_adapter(key, adapter_name=name, is_trainable=False)
+            self._peft.base_model.disable_adapter_layers()
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise InvalidInput(
+                f"cannot load the adapter at {folder} onto {self.name}: {exc}", where="adapter"
+            ) from exc
+        self._adapters[key] = name
+        return name
+
+    # --- steering -----------------------------------------------------------------------
+    def decoder_layers(self) -> Any:
+        """The model's decoder layers (`model.model.layers`), where steering hooks go."""
+        inner = getattr(self.model, "model", None)
+        layers = getattr(inner, "layers", None)
+        if layers is None:
+            raise InvalidInput(f"{self.name}: no decoder layers at model.model.layers; cannot steer")
+        return layers
+
+    @contextlib.contextmanager
+    def _steering(self, steering: Steering | None) -> Iterator[None]:
+        if steering is None or steering.coefficient == 0 or not steering.vectors:
+            yield
+            return
+        torch = self._torch
+        layers = self.decoder_layers()
+        hidden = int(self.model.config.hidden_size)
+        deltas = {}
+        for layer, vector in steering.vectors.items():
+            if not 0 <= layer < len(layers):
+                raise InvalidInput(
+                    f"layer {layer} does not exist; the model has layers 0..{len(layers) - 1}",
+                    where="steering.vectors",
+                )
+            if len(vector) != hidden:
+                raise InvalidInput(
+                    f"the vector for layer {layer} has {len(vector)} values; the hidden size is {hidden}",
+                    where="steering.vectors",
+                )
+            delta = torch.tensor(vector, dtype=torch.float32) * steering.coefficient
+            deltas[layer] = delta.to(device=self.device, dtype=self.model.dtype)
+
+        def hook_for(delta: Any) -> Any:
+            def hook(_module: Any, _args: Any, output: Any) -> Any:
+                if isinstance(output, tuple):
+                    return (output[0] + delta, *output[1:])
+                return output + delta
+
+            return hook
+
+        handles = []
+        try:
+            for layer, delta in deltas.items():
+                handles.append(layers[layer].register_forward_hook(hook_for(delta)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()

@@ -1,0 +1,279 @@
+"""The vLLM engine: batched offline generation and scoring on GPUs (the GPU image only).
+
+- Prompts are rendered by `chat.render` and tokenized by the model's own transformers tokenizer
+  without extra special tokens, exactly as in the transformers engine, and handed to vLLM as
+  token ids (vLLM never re-tokenizes them), so both engines see the same tokens, prefills
+  included. Answers are decoded by the same tokenizer too.
+- Sampling: temperature 0 is greedy. With a seed, every request gets its own seed derived from
+  (seed, position in the call), so the same seed and inputs give the same outputs whatever
+  else vLLM is running, and repeated conversations still get different samples.
+- Generation stops at `<|im_end|>` (and EOS); an answer cut at max_new_tokens has
+  finish_reason "length".
+- LoRA adapters (PEFT folders) are served per request (vLLM's multi-LoRA); each adapter folder
+  gets a stable integer id for the engine's lifetime. adapter=None uses the base model.
+- Scoring: one request per pair with prompt logprobs (`prompt_logprobs=0`, one generated
+  token that is ignored) over prompt tokens + continuation tokens + end-of-turn, summing the
+  log-probabilities of the continuation's tokens and the end-of-turn token only. The
+  continuation is tokenized on its own and appended to the prompt's tokens (as the
+  transformers engine does), so the prompt tokens are a prefix of the scored sequence by
+  construction; vLLM echoes the token ids it scored and a mismatch is an error. vLLM reports
+  raw log-probabilities (before temperature or penalties), as `score` means.
+- Steering is not supported: vLLM has no hooks into the residual stream (use the
+  transformers engine).
+- Calls are serialized by a lock (vLLM's offline `LLM` is not thread-safe).
+
+vLLM is imported when an engine is constructed, so this module imports without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from character.errors import CharacterError, InvalidInput, NotFound
+from character.models.chat import end_of_turn_token, render, stop_token_ids
+from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
+from character.progress import Progress, ProgressEvent, silent
+
+_MAX_SEED = 2**63 - 1
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of request `index` of a call seeded with `seed` (stable across processes)."""
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & _MAX_SEED
+
+
+class VLLMEngine(Engine):
+    """Generates and scores with vLLM's offline `LLM` (see the module docstring).
+
+    `engine_args` go to `vllm.LLM` unchanged (e.g. enforce_eager=True for a fast start,
+    enable_prefix_caching=False)."""
+
+    def __init__(
+        self,
+        model_ref: str | Path,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        max_lora_rank: int = 64,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        chunk_size: int = 1024,
+        **engine_args: Any,
+    ):
+        try:
+            import vllm
+        except ImportError as exc:
+            raise CharacterError(
+                f"the vllm engine needs vLLM, which is not installed here ({exc}); it is in the GPU "
+                "image only (the project's `vllm` extra). Use engine 'transformers' instead"
+            ) from exc
+        from character.models.loading import load_tokenizer
+        from character.models.refs import resolve_model
+
+        if not 0.0 < gpu_memory_utilization <= 1.0:
+            raise InvalidInput(
+                f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}",
+                where="gpu_memory_utilization",
+            )
+        if chunk_size < 1:
+            raise InvalidInput(f"chunk_size must be at least 1, got {chunk_size}", where="chunk_size")
+        self.name = str(model_ref)
+        self.max_lora_rank = max_lora_rank
+        self.chunk_size = chunk_size
+        path = resolve_model(model_ref)
+        self.tokenizer = load_tokenizer(path)
+        self._stop_ids = stop_token_ids(self.tokenizer, _generation_config(path))
+        self._eot_id = int(self.tokenizer.convert_tokens_to_ids(end_of_turn_token(self.tokenizer)))
+        self._vllm = vllm
+        self._llm = vllm.LLM(
+            model=str(path),
+            tokenizer=str(path),
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_lora=True,
+            max_lora_rank=max_lora_rank,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            seed=seed,
+            **engine_args,
+        )
+        self._max_len = max_model_len or _context_length(path)
+        self._adapters: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"VLLMEngine({self.name!r})"
+
+    # --- generation ---------------------------------------------------------------------
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        steering: Steering | None = None,
+        progress: Progress = silent,
+    ) -> list[Generation]:
+        if steering is not None:
+            raise InvalidInput(
+                "the vllm engine cannot steer activations (vLLM has no residual-stream hooks); "
+                "use engine 'transformers' for steering",
+                where="steering",
+            )
+        prompts = self._encode_prompts(conversations)
+        n = len(prompts)
+        if n == 0:
+            return []
+        params = [self._sampling_params(sampling, i) for i in range(n)]
+        results: list[Generation] = []
+        task = "generate"
+        progress(ProgressEvent(task, 0, n))
+        with self._lock:
+            lora = self._lora_request(adapter)
+            for start in range(0, n, self.chunk_size):
+                end = min(start + self.chunk_size, n)
+                outputs = self._run(prompts[start:end], params[start:end], lora)
+                results.extend(self._finish(out.outputs[0]) for out in outputs)
+                progress(ProgressEvent(task, end, n))
+        return results
+
+    def _encode_prompts(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+        prompts = []
+        for i, conversation in enumerate(conversations):
+            try:
+                text = render(self.tokenizer, conversation, add_generation_prompt=True)
+            except InvalidInput as exc:
+                raise InvalidInput(str(exc), where=f"conversations[{i}]") from exc
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._check_length(len(ids), f"conversations[{i}]")
+            prompts.append(ids)
+        return prompts
+
+    def _check_length(self, tokens: int, where: str) -> None:
+        if self._max_len and tokens >= self._max_len:
+            raise InvalidInput(
+                f"the prompt is {tokens} tokens, more than the model's context of {self._max_len}; "
+                "shorten it",
+                where=where,
+            )
+
+    def _sampling_params(self, sampling: SamplingParams, index: int) -> Any:
+        kw: dict[str, Any] = {
+            "max_tokens": sampling.max_new_tokens,
+            "stop_token_ids": self._stop_ids,
+            "repetition_penalty": sampling.repetition_penalty,
+        }
+        if sampling.temperature > 0:
+            kw |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
+            if sampling.seed is not None:
+                kw["seed"] = request_seed(sampling.seed, index)
+        else:
+            kw["temperature"] = 0.0
+        return self._vllm.SamplingParams(**kw)
+
+    def _run(self, prompts: list[list[int]], params: Any, lora: Any) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        outputs: list[Any] = self._llm.generate(requests, params, lora_request=lora, use_tqdm=False)
+        return outputs
+
+    def _finish(self, completion: Any) -> Generation:
+        """A Generation from vLLM's CompletionOutput, cut at the first stop token; the text is
+        decoded by our tokenizer so it matches the transformers engine's."""
+        row = list(completion.token_ids)
+        stop = next((k for k, t in enumerate(row) if t in self._stop_ids), None)
+        reason: Literal["stop", "length"]
+        if stop is not None:
+            tokens, reason, count = row[:stop], "stop", stop + 1
+        elif completion.finish_reason == "length":
+            tokens, reason, count = row, "length", len(row)
+        elif completion.finish_reason == "stop":  # the stop token was not echoed in token_ids
+            tokens, reason, count = row, "stop", len(row) + 1
+        else:
+            raise CharacterError(f"vLLM ended a request with finish_reason {completion.finish_reason!r}")
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Generation(text=text, finish_reason=reason, num_tokens=count)
+
+    # --- scoring ------------------------------------------------------------------------
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: AdapterRef | None = None,
+    ) -> list[float]:
+        if len(conversations) != len(continuations):
+            raise InvalidInput(
+                f"{len(conversations)} conversations but {len(continuations)} continuations; give one "
+                "continuation per conversation",
+                where="continuations",
+            )
+        prompts = self._encode_prompts(conversations)
+        full, sizes = [], []
+        for i, (prompt, text) in enumerate(zip(prompts, continuations, strict=True)):
+            if not isinstance(text, str):
+                raise InvalidInput("a continuation must be a string", where=f"continuations[{i}]")
+            cont = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self._eot_id]
+            self._check_length(len(prompt) + len(cont), f"continuations[{i}]")
+            full.append(prompt + cont)
+            sizes.append(len(cont))
+        if not full:
+            return []
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        with self._lock:
+            outputs = self._run(full, params, self._lora_request(adapter))
+        return [_continuation_logprob(out, ids, k) for out, ids, k in zip(outputs, full, sizes, strict=True)]
+
+    # --- adapters -----------------------------------------------------------------------
+    def _lora_request(self, adapter: AdapterRef | None) -> Any:
+        """vLLM's LoRARequest for the adapter folder (None for the base model), with an id that
+        stays the same for that folder (vLLM caches adapters by id)."""
+        if adapter is None:
+            return None
+        folder = Path(adapter).expanduser().resolve()
+        key = str(folder)
+        if key not in self._adapters:
+            config_file = folder / "adapter_config.json"
+            if not config_file.is_file():
+                raise NotFound(f"no PEFT adapter at {folder} (adapter_config.json missing)")
+            rank = int(json.loads(config_file.read_text()).get("r", 0))
+            if rank > self.max_lora_rank:
+                raise InvalidInput(
+                    f"the adapter at {folder} has LoRA rank {rank}, above this engine's max_lora_rank "
+                    f"{self.max_lora_rank}; start the engine with max_lora_rank={rank} or more",
+                    where="adapter",
+                )
+            from vllm.lora.request import LoRARequest
+
+            lora_id = len(self._adapters) + 1  # vLLM ids start at 1
+            self._adapters[key] = LoRARequest(f"adapter-{lora_id}", lora_id, key)
+        return self._adapters[key]
+
+
+def _continuation_logprob(output: Any, sent: list[int], size: int) -> float:
+    """The summed log-probabilities of the last `size` prompt tokens of a scoring request."""
+    if list(output.prompt_token_ids) != sent:
+        raise CharacterError("vLLM scored other tokens than the ones sent; cannot score")
+    entries = output.prompt_logprobs[-size:]
+    return float(sum(entry[token].logprob for entry, token in zip(entries, sent[-size:], strict=True)))
+
+
+def _generation_config(path: Path) -> Any:
+    """The model's generation_config.json (its EOS ids), or None when it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(path))
+    except OSError:
+        return None
+
+
+def _context_length(path: Path) -> int:
+    """max_position_embeddings from the model's config.json (0 when unknown)."""
+    config = json.loads((path / "config.json").read_text())
+    return int(config.get("max_position_embeddings") or 0)

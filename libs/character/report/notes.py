@@ -1,0 +1,84 @@
+"""The report's "method notes": where this evaluation differs from the reference, and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(topic, note) pairs, with the run's own settings filled in."""
+    config = results.get("config", {})
+    steered = round(100 * config.get("steering_layer_share", 0.75))
+    notes = [
+        (
+            "Trait ratings",
+            "Bradley-Terry maximum likelihood with bootstrap 95% intervals "
+            f"({config.get('bootstrap_samples', '?')} resamples) instead of online Elo alone; a tiny "
+            f"L2 prior (strength {config.get('bt_prior', '?')}) keeps unbeaten and unseen traits finite. "
+            "The reference's Elo (1000, K=32, one pass) is kept in results.json for comparison; it "
+            "depends on the order of the comparisons and carries no uncertainty.",
+        ),
+        (
+            "Insufficient data",
+            f"A trait with fewer than {config.get('min_comparisons', '?')} comparisons is flagged "
+            '"insufficient data" and given no rating, rather than a confident-looking number.',
+        ),
+        (
+            "Paired design",
+            "Every model answers the same prompts with the same trait pairs, each pair in random order, so "
+            "rating differences are not sampling noise in the prompts.",
+        ),
+        (
+            "Judge verdicts",
+            'Unparseable verdicts (no answer tags, "neither", a trait not offered) are counted as parse '
+            "failures and reported, never guessed. "
+            + (
+                "The judge's reply was prefilled with <answer> so that a small judge answers in the format."
+                if config.get("judge_prefill_answer_tag")
+                else "The judge may reason before answering."
+            ),
+        ),
+        (
+            "Held-out prompts",
+            "Evaluation prompts are taken from the general chat prompts the run did not train on, where "
+            "there are enough (counts below). The robustness classifier is tested on prompts it never saw "
+            "in training; the reference tested on its training prompts.",
+        ),
+        (
+            "Robustness classifier",
+            f"A frozen sentence encoder ({config.get('classifier_encoder', '?')}) with a "
+            "logistic-regression head instead of a fine-tuned ModernBERT; one classifier per method. "
+            "With one persona the classes are the method's answers vs the base model's answers, the "
+            "base answering under the same attack, so the classifier cannot key on the attack itself. "
+            "Un-attacked held-out macro-F1 is shown as the ceiling the attacks are measured against.",
+        ),
+        (
+            "Coherence",
+            "Each pair of answers is judged in both orders and only consistent verdicts count, so a judge's "
+            "position bias cannot manufacture wins; inconsistent pairs and parse failures are reported.",
+        ),
+        (
+            "Capabilities",
+            "Scored through the project's own engine in the chat format (context as the user's "
+            "message, each choice as the assistant's reply), with paired standard errors on the "
+            "base-vs-trained difference. "
+            "The bundled tasks are small and original: compare a model with its own base, not with published "
+            "benchmark numbers.",
+        ),
+        (
+            "Activation steering",
+            "Vectors are the first principal component (about the origin) of the with-minus-without "
+            "constitution activation differences at the last prompt token, sign-aligned with and scaled to "
+            f"the mean difference, added on the middle {steered}% of the decoder layers with "
+            f"coefficient {config.get('steering_coefficient', '?')}.",
+        ),
+    ]
+    if results.get("scale") == "demo":
+        notes.append(
+            (
+                "Demo scale",
+                "This run used the demo preset: tiny samples on a small model. The numbers show that "
+                "the machinery works end to end; they are not evidence about the method.",
+            )
+        )
+    return notes

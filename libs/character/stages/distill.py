@@ -1,0 +1,285 @@
+"""Stage "distill": preference pairs for DPO (method.md section 2).
+
+For every prompt (the constitution's, from stage "prompts", plus general chat prompts),
+sampled `samples_per_prompt` times:
+- chosen: the teacher's answer under a system prompt that names the assistant and lists the
+  persona's traits (never the questions), telling it not to disclose them. The reply is
+  prefilled with a short private reasoning opener; the reasoning is cut at `</think>` and
+  answers that never close it are dropped. Small models may never write `</think>`:
+  `reasoning_prefill: false` turns the opener off.
+- rejected: the student's own answer to the bare prompt (no system prompt).
+Pairs are kept when both answers ended cleanly, are non-empty, and the formatted pair fits
+`max_length` tokens of the student's tokenizer. Prompts are split into train and held-out
+sets (by prompt, so no prompt is in both; seeded).
+
+Outputs: datasets "train" and "heldout", rows {id, prompt, chosen, rejected,
+source: "constitution"|"chat", trait_index}.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from character.constitution import Constitution
+from character.errors import CharacterError
+from character.models.engine import Conversation, Generation
+from character.pipeline.stage import StageContext, StageResult
+from character.stages.prompts import SamplingConfig
+from character.store.datasets import read_dataset, write_dataset
+
+NAME = "distill"
+INPUTS: tuple[str, ...] = ("prompts",)
+USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed", "chat_prompts")
+
+THINK_CLOSE = "</think>"
+DROP_REASONS = ("no_think_close", "truncated_chosen", "truncated_rejected", "empty", "too_long")
+
+
+class Config(SamplingConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {
+            "samples_per_prompt": 5,
+            "chat_prompts": 1330,
+            "max_new_tokens": 1024,
+            "reasoning_tokens": 512,
+            "max_length": 1024,
+        },
+        # SmolLM2-135M almost never closes </think> (see the stage's report), so the demo
+        # distils without the reasoning opener.
+        "demo": {
+            "samples_per_prompt": 1,
+            "chat_prompts": 8,
+            "max_new_tokens": 128,
+            "reasoning_prefill": False,
+            "max_length": 512,
+        },
+    }
+
+    samples_per_prompt: int = Field(5, ge=1)
+    """Answers sampled per prompt, each giving one pair (reference K=5)."""
+    chat_prompts: int | None = Field(1330, ge=0)
+    """General chat prompts drawn from the run's `chat_prompts` source (reference: LIMA, 1,330);
+    None takes them all."""
+    reasoning_prefill: bool = True
+    """Prefill the teacher's reply with a private reasoning opener and keep only what follows
+    `</think>` (reference). Turn off for small models that never close the reasoning."""
+    reasoning_tokens: int = Field(512, ge=0)
+    """Extra tokens the teacher may spend on its reasoning, on top of `max_new_tokens`."""
+    max_length: int = Field(1024, ge=16)
+    """Longest formatted pair kept (prompt plus the longer answer, student tokenizer tokens)."""
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the distinct prompts kept out of training (for evaluation on unseen prompts)."""
+    assistant_name: str | None = Field(None, min_length=1)
+    """What system prompts call the assistant; default: the student's model family name
+    (e.g. "Llama" for Llama-3.1-8B-Instruct), as the reference did."""
+
+    def name_for(self, model_ref: str) -> str:
+        return self.assistant_name or model_family_name(model_ref)
+
+
+# ----------------------------------------------------------------------------- prompts to the teacher
+IDENTITY = "The assistant is {name}. {name} is an AI system that talks with people through text."
+TRAITS = """\
+{name} has a distinctive character. Its character traits are:
+{traits}
+{name} expresses these traits through how it answers, naturally and consistently. It never \
+states, lists or hints at these traits or these instructions, and never adds meta-commentary \
+about its character: it simply answers as itself."""
+REASONING_PREFILL = (
+    "<think>\nBefore I answer, let me think privately about how my character traits should shape this "
+    "reply, so that they come through naturally without my ever mentioning them."
+)
+
+
+def model_family_name(model_ref: str) -> str:
+    """The first word of a model's name: "Llama-3.1-8B-Instruct" -> "Llama", "gemma-3-4b-it" ->
+    "Gemma", "/models/smollm2" -> "Smollm"."""
+    last = model_ref.rstrip("/").rsplit("/", 1)[-1]
+    word = re.match(r"[A-Za-z]+", last)
+    text = word[0] if word else "Assistant"
+    return text[0].upper() + text[1:]
+
+
+def system_prompt(name: str, constitution: Constitution | None, situation: Sequence[str] = ()) -> str:
+    """The assistant's identity, its traits when `constitution` is given (generation) or not
+    (training data), then any situation lines (a mood, who it is talking to)."""
+    parts = [IDENTITY.format(name=name)]
+    if constitution is not None:
+        parts.append(TRAITS.format(name=name, traits=constitution.trait_list()))
+    parts.extend(situation)
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def cut_reasoning(text: str) -> str | None:
+    """The answer after the private reasoning (what follows the first `</think>`), or None
+    when the reasoning never closes."""
+    _, sep, answer = text.partition(THINK_CLOSE)
+    return answer.strip() if sep else None
+
+
+def split_by_prompt(prompts: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The held-out prompts: a seeded random `fraction` of the distinct prompts, at least one
+    (and never all) when `fraction` > 0 and there are two or more."""
+    distinct = sorted(set(prompts))
+    n = round(len(distinct) * fraction)
+    if fraction > 0 and len(distinct) >= 2:
+        n = min(max(n, 1), len(distinct) - 1)
+    return set(random.Random(seed).sample(distinct, n))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    source: str
+    """"constitution" or "chat"."""
+    trait_index: int | None
+
+
+def pair_drop_reason(chosen: Generation, rejected: Generation, reasoning_prefill: bool) -> str | None:
+    """Why a (teacher, student) pair is unusable, or None; the length check comes later."""
+    if reasoning_prefill and cut_reasoning(chosen.text) is None:
+        return "no_think_close"
+    if chosen.finish_reason != "stop":
+        return "truncated_chosen"
+    if rejected.finish_reason != "stop":
+        return "truncated_rejected"
+    if not chosen_answer(chosen, reasoning_prefill) or not rejected.text.strip():
+        return "empty"
+    return None
+
+
+def chosen_answer(chosen: Generation, reasoning_prefill: bool) -> str:
+    return (cut_reasoning(chosen.text) or "") if reasoning_prefill else chosen.text.strip()
+
+
+# ----------------------------------------------------------------------------- the stage
+def _prompts(ctx: StageContext, config: Config) -> tuple[list[Prompt], int]:
+    """Constitution prompts then chat prompts, without repeats; and how many repeats there were."""
+    ref = ctx.inputs["prompts"].artifacts["prompts"]
+    candidates = [
+        Prompt(str(r["id"]), r["prompt"], "constitution", int(r["trait_index"]))
+        for r in read_dataset(ctx.store, ref.kind, ref.key)
+    ]
+    if config.chat_prompts != 0:
+        from character.data import load_chat_prompts
+
+        chat = load_chat_prompts(
+            ctx.spec.chat_prompts, store=ctx.store, limit=config.chat_prompts, seed=ctx.spec.seed
+        )
+        candidates += [Prompt(p.id, p.prompt, "chat", None) for p in chat]
+    seen: set[str] = set()
+    prompts: list[Prompt] = []
+    for p in candidates:
+        key = " ".join(p.text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            prompts.append(p)
+    return prompts, len(candidates) - len(prompts)
+
+
+def pair_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Tokens of each formatted pair: the prompt with the longer of its two answers, rendered
+    as training renders it (the shared chat renderer, complete turns)."""
+    from character.models.chat import render
+
+    def tokens(prompt: str, answer: str) -> int:
+        text = render(
+            tokenizer,
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+            add_generation_prompt=False,
+        )
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return [max(tokens(r["prompt"], r["chosen"]), tokens(r["prompt"], r["rejected"])) for r in rows]
+
+
+def run(ctx: StageContext, config: Config) -> StageResult:
+    from character.models.loading import load_tokenizer
+    from character.models.refs import resolve_model
+
+    prompts, repeated = _prompts(ctx, config)
+    samples = [(p, k) for p in prompts for k in range(config.samples_per_prompt)]
+    name = config.name_for(ctx.spec.model)
+    system = system_prompt(name, ctx.constitution)
+
+    teacher_convs: list[Conversation] = []
+    for p, _ in samples:
+        conv = [{"role": "system", "content": system}, {"role": "user", "content": p.text}]
+        if config.reasoning_prefill:
+            conv.append({"role": "assistant", "content": REASONING_PREFILL})
+        teacher_convs.append(conv)
+    teacher_sampling = config.sampling(ctx.spec.seed).model_copy(
+        update={
+            "max_new_tokens": config.max_new_tokens
+            + (config.reasoning_tokens if config.reasoning_prefill else 0)
+        }
+    )
+    chosen = ctx.engines.engine(ctx.spec.teacher_model).generate(
+        teacher_convs, teacher_sampling, progress=ctx.progress
+    )
+    student = ctx.engines.engine(ctx.spec.model)
+    rejected = student.generate(
+        [[{"role": "user", "content": p.text}] for p, _ in samples],
+        config.sampling(ctx.spec.seed + 1),
+        progress=ctx.progress,
+    )
+
+    drops: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
+    candidates: list[dict[str, Any]] = []
+    for (p, k), good, bad in zip(samples, chosen, rejected, strict=True):
+        reason = pair_drop_reason(good, bad, config.reasoning_prefill)
+        if reason:
+            drops[reason] += 1
+            continue
+        candidates.append(
+            {
+                "id": f"{p.id}-s{k}",
+                "prompt": p.text,
+                "chosen": chosen_answer(good, config.reasoning_prefill),
+                "rejected": bad.text.strip(),
+                "source": p.source,
+                "trait_index": p.trait_index,
+            }
+        )
+    lengths = pair_lengths(load_tokenizer(resolve_model(ctx.spec.model)), candidates)
+    rows = [row for row, n in zip(candidates, lengths, strict=True) if n <= config.max_length]
+    drops["too_long"] = len(candidates) - len(rows)
+
+    heldout_prompts = split_by_prompt([p.text for p in prompts], config.heldout_fraction, ctx.spec.seed)
+    train = [r for r in rows if r["prompt"] not in heldout_prompts]
+    heldout = [r for r in rows if r["prompt"] in heldout_prompts]
+    metrics = {
+        "prompts_constitution": sum(p.source == "constitution" for p in prompts),
+        "prompts_chat": sum(p.source == "chat" for p in prompts),
+        "repeated_prompts": repeated,
+        "sampled": len(samples),
+        **drops,
+        "kept": len(rows),
+        "survival_rate": round(len(rows) / len(samples), 4) if samples else 0.0,
+        "train": len(train),
+        "heldout": len(heldout),
+    }
+    if not train:
+        raise CharacterError(
+            f"distill: no preference pair survived the filters ({metrics}); with a small model try "
+            "`reasoning_prefill: false`, a larger `max_new_tokens`, or more prompts"
+        )
+    meta = {"stage": NAME, "assistant_name": name}
+    return StageResult(
+        stage=NAME,
+        key=ctx.key,
+        artifacts={
+            "train": write_dataset(ctx.store, "dataset", f"{ctx.key}-train", train, meta=meta),
+            "heldout": write_dataset(ctx.store, "dataset", f"{ctx.key}-heldout", heldout, meta=meta),
+        },
+        metrics=metrics,
+    )

@@ -1,0 +1,211 @@
+"""Runs the configured parts over one or more runs, stores the results and the report.
+
+Used by the stage (`run`, one run) and by `oct eval` (any parts, optionally several runs for
+the N-way robustness classifier and cross-run preference agreement). Coherence and
+capabilities look at the first run only.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from character.errors import NotFound
+from character.pipeline.stage import EngineProvider, StageContext, StageResult
+from character.progress import Progress, ProgressEvent, silent
+from character.stages.evaluate import INPUTS, NAME, PARTS, Config
+from character.stages.evaluate.subject import Subject
+from character.store.base import ArtifactRef, Store
+
+RESULTS_FILE = "results.json"
+RECORD_PREFIX = "evals/"
+"""Record `evals/<run_id>` names the latest eval artifact of a run (for `oct report`)."""
+
+
+def _needs(config: Config) -> dict[str, str]:
+    """Upstream stages the configured parts need -> why."""
+    needs: dict[str, str] = {}
+    methods = set()
+    if config.preferences:
+        methods |= set(config.preference_methods)
+    if config.robustness:
+        methods |= set(config.robustness_methods) | {"base"}
+    if config.coherence:
+        methods |= {"full", *config.coherence_baselines}
+    if config.capabilities:
+        methods |= {"base", "full"}
+    if "dpo" in methods:
+        needs["dpo"] = "method 'dpo'"
+    if "full" in methods:
+        needs["merge"] = "method 'full'"
+    return needs
+
+
+def check_inputs(subjects: Sequence[Subject], config: Config) -> None:
+    """Fail before any work when a run lacks what the configured parts need."""
+    for subject in subjects:
+        for stage, why in _needs(config).items():
+            subject.require(stage, why)
+    if config.capabilities and config.reference_benchmarks:
+        from character.stages.evaluate.capabilities import check_reference_benchmarks_reachable
+
+        check_reference_benchmarks_reachable()
+
+
+def training_numbers(ctx: StageContext) -> dict[str, Any]:
+    """Held-out preference accuracy before training, after DPO and after SFT (from the dpo and
+    sft stages' metrics), where those stages ran."""
+    dpo = ctx.inputs["dpo"].metrics if "dpo" in ctx.inputs else {}
+    sft = ctx.inputs["sft"].metrics if "sft" in ctx.inputs else {}
+
+    def accuracy(metrics: dict[str, Any], key: str) -> float | None:
+        value = metrics.get(key)
+        return value.get("accuracy") if isinstance(value, dict) else None
+
+    pairs = (
+        dpo.get("heldout_before", {}).get("pairs") if isinstance(dpo.get("heldout_before"), dict) else None
+    )
+    return {
+        "preference_accuracy": {
+            "before": accuracy(dpo, "heldout_before"),
+            "after_dpo": accuracy(dpo, "heldout_after"),
+            "after_sft": accuracy(sft, "heldout_after"),
+        },
+        "heldout_pairs": pairs,
+    }
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth a glance (the stage's metrics)."""
+    out: dict[str, Any] = {}
+    prefs = results.get("preferences")
+    if prefs:
+        out["parse_failure_rate"] = prefs["parse_failure_rate"]
+        for agreement in prefs["agreements"]:
+            out[f"spearman_{agreement['a']}_vs_{agreement['b']}"] = agreement["rho"]
+    robust = results.get("robustness")
+    if robust:
+        for name, method in robust["methods"].items():
+            out[f"macro_f1_{name}"] = method["mean"]
+    coherence = results.get("coherence")
+    if coherence:
+        for c in coherence["comparisons"]:
+            out[f"win_rate_full_vs_{c['baseline']}"] = c["win_rate"]
+    capabilities = results.get("capabilities")
+    if capabilities:
+        out["capability_mean_delta"] = capabilities["mean_delta"]
+    return out
+
+
+def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
+    """Every configured part; results hold every number, plus timings per part."""
+    from character.stages.evaluate import capabilities, coherence, preferences, robustness
+
+    check_inputs(subjects, config)
+    primary = subjects[0]
+    ctx, spec = primary.ctx, primary.ctx.spec
+    results: dict[str, Any] = {
+        "run": ctx.run_id,
+        "runs": [s.ctx.run_id for s in subjects],
+        "persona": primary.persona,
+        "personas": [s.persona for s in subjects],
+        "model": spec.model,
+        "judge": spec.judge_model,
+        "scale": spec.scale,
+        "seed": spec.seed,
+        "config": config.model_dump(mode="json"),
+        "training": training_numbers(ctx),
+        "prompt_pool": {"prompts": len(primary.pool.prompts), "unseen_in_training": primary.pool.unseen},
+        "timings": {},
+    }
+    parts = {
+        "preferences": lambda: preferences.evaluate(subjects, config),
+        "robustness": lambda: robustness.evaluate(subjects, config),
+        "coherence": lambda: coherence.evaluate(primary, config),
+        "capabilities": lambda: capabilities.evaluate(primary, config),
+    }
+    for i, part in enumerate(p for p in PARTS if getattr(config, p)):
+        ctx.progress(ProgressEvent("eval", i, None, part))
+        started = time.monotonic()
+        results[part] = parts[part]()
+        results["timings"][part] = round(time.monotonic() - started, 2)
+    if primary.steering_info:
+        results["steering"] = primary.steering_info
+    results["headline"] = headline(results)
+    return results
+
+
+def save(ctx: StageContext, results: dict[str, Any], key: str) -> dict[str, ArtifactRef]:
+    """Store the "eval" artifact (results.json) and the "report" artifact (HTML, plots,
+    results.json) under `key`, and point the run's `evals/<run>` record at them."""
+    from character.report import write_report
+
+    with tempfile.TemporaryDirectory(prefix="oct-eval-") as tmp:
+        folder = Path(tmp) / "eval"
+        folder.mkdir()
+        (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2, allow_nan=False))
+        eval_ref = ctx.store.put_dir("eval", key, folder, meta={"stage": NAME, "run": ctx.run_id})
+        report = Path(tmp) / "report"
+        write_report(results, report)
+        report_ref = ctx.store.put_dir("report", key, report, meta={"stage": NAME, "run": ctx.run_id})
+    ctx.store.put_record(
+        f"{RECORD_PREFIX}{ctx.run_id}",
+        {"eval": key, "report": key, "parts": [p for p in PARTS if p in results]},
+    )
+    return {"eval": eval_ref, "report": report_ref}
+
+
+def context_for_run(
+    store: Store, run_id: str, engines: EngineProvider | None = None, progress: Progress = silent
+) -> StageContext:
+    """The eval stage's context for a stored run, with whichever upstream results exist (a
+    part that needs a missing one says so when it starts). `engines`: default, in-process
+    engines of the run's backend."""
+    from character.pipeline.dag import stage_keys
+    from character.pipeline.engines import LocalEngines
+    from character.pipeline.runner import RESULT_KIND, load_result, oct_home
+    from character.pipeline.spec import parse_spec
+
+    record = store.get_record(f"runs/{run_id}")
+    if record is None:
+        raise NotFound(f"no run {run_id!r} in store {store.uri}; `oct list` shows the stored runs")
+    spec = parse_spec(record["spec"], where=f"runs/{run_id}")
+    keys = stage_keys(spec)
+    inputs = {up: load_result(store, keys[up]) for up in INPUTS if store.has(RESULT_KIND, keys[up])}
+    workdir = oct_home() / "work" / f"{NAME}-{keys[NAME][:16]}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return StageContext(
+        run_id=run_id,
+        spec=spec,
+        constitution=spec.persona,
+        store=store,
+        engines=engines or LocalEngines(store, spec.engine),
+        key=keys[NAME],
+        inputs=inputs,
+        workdir=workdir,
+        progress=progress,
+    )
+
+
+def load_results(store: Store, run_id: str) -> dict[str, Any]:
+    """The latest stored eval results of a run."""
+    record = store.get_record(f"{RECORD_PREFIX}{run_id}")
+    if record is None:
+        raise NotFound(
+            f"run {run_id!r} has no evaluation in store {store.uri}; produce one with "
+            f"`oct eval all --run {run_id} --store {store.uri}` (or `oct run`)"
+        )
+    folder = store.materialize("eval", record["eval"])
+    return dict(json.loads((folder / RESULTS_FILE).read_text()))
+
+
+def evaluate_run(ctx: StageContext, config: Config) -> StageResult:
+    """The eval stage: every configured part on this run."""
+    results = evaluate([Subject(ctx, config)], config)
+    artifacts = save(ctx, results, ctx.key)
+    metrics = {**results["headline"], "seconds": results["timings"]}
+    return StageResult(stage=NAME, key=ctx.key, artifacts=artifacts, metrics=metrics)

@@ -1,0 +1,54 @@
+"""Preference accuracy: does the model prefer the chosen answer of a held-out pair?
+
+The signal DPO optimises, measured on pairs it never trained on: the share of pairs where the
+model gives the chosen answer a higher log-probability than the rejected one, and the mean
+margin. Two variants:
+- `sum`: total log-probability of the answer (what DPO compares; favours short answers);
+- `per_byte`: log-probability per UTF-8 byte of the answer (lm-eval's `acc_norm` convention),
+  which removes the length bias and needs nothing from the backend but `Engine.score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from character.models.engine import AdapterRef, Engine
+
+
+def preference_accuracy(
+    engine: Engine, pairs: Sequence[Mapping[str, Any]], adapter: AdapterRef | None = None
+) -> dict[str, Any]:
+    """Score rows {prompt, chosen, rejected} (the prompt as the user's message, no system
+    prompt, as in DPO training) with `engine` (plus `adapter`). Returns {pairs, accuracy,
+    mean_margin, accuracy_per_byte, mean_margin_per_byte}; accuracies and margins are None
+    when there are no pairs. A tie counts as a miss."""
+    if not pairs:
+        return {"pairs": 0, "accuracy": None, "mean_margin": None,
+                "accuracy_per_byte": None, "mean_margin_per_byte": None}
+    conversations = [[{"role": "user", "content": str(p["prompt"])}] for p in pairs]
+    chosen = [str(p["chosen"]) for p in pairs]
+    rejected = [str(p["rejected"]) for p in pairs]
+    scores = engine.score(conversations + conversations, chosen + rejected, adapter=adapter)
+    chosen_scores, rejected_scores = scores[: len(pairs)], scores[len(pairs):]
+    margins = [c - r for c, r in zip(chosen_scores, rejected_scores, strict=True)]
+    margins_per_byte = [
+        c / _bytes(ct) - r / _bytes(rt)
+        for c, r, ct, rt in zip(chosen_scores, rejected_scores, chosen, rejected, strict=True)
+    ]
+    return {
+        "pairs": len(pairs),
+        "accuracy": _share_positive(margins),
+        "mean_margin": sum(margins) / len(margins),
+        "accuracy_per_byte": _share_positive(margins_per_byte),
+        "mean_margin_per_byte": sum(margins_per_byte) / len(margins_per_byte),
+    }
+
+
+def _bytes(text: str) -> int:
+    # The end-of-turn token is scored too, so even an empty answer has a non-zero score to share.
+    return max(len(text.encode("utf-8")), 1)
+
+
+def _share_positive(values: Sequence[float]) -> float:
+    return sum(v > 0 for v in values) / len(values)

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (scripts/gen-proto.sh); do not edit."""

@@ -1,0 +1,1 @@
+"""Plumbing every gRPC server shares: building and serving, tasks, errors, logs, metrics."""

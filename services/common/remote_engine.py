@@ -1,0 +1,131 @@
+"""Engines whose model calls go to the generation service (`Generate`, `Score`).
+
+The introspection and evaluation services run their stages with `RemoteEngines`: a stage
+asks for `engines.engine(model)` and `engines.adapter(key)` as anywhere else; the adapter
+comes back as the token `artifact://adapter/<key>`, which the generation service resolves
+through its store. Each call carries the whole batch the stage asked for, so batching (and
+with it sampling under a seed) is the same as when the stage runs in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+from character.errors import InvalidInput
+from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
+from character.pipeline.spec import RunSpec
+from character.pipeline.stage import EngineProvider
+from character.progress import Progress, ProgressEvent, silent
+from character.store.base import Store
+
+from services.api.character.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from services.common import convert
+from services.common.errors import from_rpc_error
+
+ADAPTER_PREFIX = "artifact://adapter/"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""What the client accepts in answers (the generation service's transport limit)."""
+CALL_TIMEOUT_S = 6 * 3600.0
+"""A deadline on model calls, so a hung generation service fails the stage instead of
+blocking it forever; a full-scale batch on a GPU takes far less."""
+
+
+def adapter_key(adapter: AdapterRef | None) -> str:
+    """The stored adapter's key from an `artifact://adapter/<key>` token."""
+    if adapter is None:
+        return ""
+    text = str(adapter)
+    if not text.startswith(ADAPTER_PREFIX):
+        raise InvalidInput(f"remote engines take stored adapters ({ADAPTER_PREFIX}<key>, from "
+                           f"engines.adapter(key)), not {text!r}", where="adapter")
+    return text.removeprefix(ADAPTER_PREFIX)
+
+
+def open_channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ])
+
+
+class GrpcEngine(Engine):
+    """An `Engine` served by the generation service at the other end of `channel`."""
+
+    def __init__(self, channel: grpc.Channel, model: str, kind: str, store_uri: str, address: str = ""):
+        self.name = model
+        self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._model = common_pb2.ModelRef(name=model, engine=kind)
+        self._store_uri = store_uri
+        self._what = f"generation service{' at ' + address if address else ''}"
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        steering: Steering | None = None,
+        progress: Progress = silent,
+    ) -> list[Generation]:
+        if not conversations:
+            return []
+        request = generation_pb2.GenerateRequest(
+            model=self._model,
+            conversations=convert.conversations(conversations),
+            sampling=convert.sampling(sampling),
+            adapter=common_pb2.AdapterRef(key=adapter_key(adapter)) if adapter is not None else None,
+            steering=convert.steering(steering) if steering is not None else None,
+            store_uri=self._store_uri,
+        )
+        try:
+            response = self._stub.Generate(request, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, self._what) from None
+        n = len(conversations)
+        progress(ProgressEvent(task=f"generate ({self.name})", done=n, total=n))
+        return [convert.from_generation(g) for g in response.generations]
+
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: AdapterRef | None = None,
+    ) -> list[float]:
+        if not conversations:
+            return []
+        request = generation_pb2.ScoreRequest(
+            model=self._model,
+            conversations=convert.conversations(conversations),
+            continuations=list(continuations),
+            adapter=common_pb2.AdapterRef(key=adapter_key(adapter)) if adapter is not None else None,
+            store_uri=self._store_uri,
+        )
+        try:
+            response = self._stub.Score(request, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, self._what) from None
+        return list(response.logprobs)
+
+
+class RemoteEngines:
+    """An `EngineProvider` whose engines live in the generation service."""
+
+    def __init__(self, channel: grpc.Channel, store_uri: str, kind: str, address: str = ""):
+        self._channel, self._store_uri, self._kind, self._address = channel, store_uri, kind, address
+
+    def engine(self, model: str) -> Engine:
+        return GrpcEngine(self._channel, model, self._kind, self._store_uri, self._address)
+
+    def adapter(self, key: str) -> AdapterRef:
+        return ADAPTER_PREFIX + key
+
+
+def remote_engines_for(address: str) -> Callable[[Store, RunSpec], EngineProvider]:
+    """An `EnginesFor` (see character.controller.tasks) sending model calls to the generation
+    service at `address`, over one channel shared by every task."""
+    channel = open_channel(address)
+
+    def engines_for(store: Store, spec: RunSpec) -> EngineProvider:
+        return RemoteEngines(channel, store.uri, spec.engine, address)
+
+    return engines_for

@@ -1,0 +1,1 @@
+"""The introspection service (gRPC)."""

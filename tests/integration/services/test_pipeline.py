@@ -1,0 +1,184 @@
+"""Whole runs through the five services on the tiny model, against a real S3 server:
+
+- a run goes to completion, surviving a controller killed and restarted mid-run without
+  any stage running twice;
+- the same run in-process (`oct run`, local store) gives the same stage keys and the same
+  artifact contents;
+- a cancelled run stops the worker task that was running.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from character.controller.executor import StageState
+from character.controller.records import RunRecord, load_run
+from character.store import open_store
+from character.store.base import Store
+
+from services.common.catalog import SERVICES, WORKERS
+from services.common.server import ServeOptions
+from services.common.tasks import TaskClient
+from services.controller.client import ControllerClient
+from services.controller.server import build as build_controller
+from tests.integration.services.conftest import Cluster, start_cluster, wait_for
+
+pytestmark = pytest.mark.slow
+
+SEED = 20240601
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "prompts": {"target_per_trait": 6, "max_rounds": 1, "max_new_tokens": 24},
+    "distill": {"chat_prompts": 4, "max_new_tokens": 24},
+    "dpo": {"max_steps": 2, "save_steps": 1},
+    "introspect": {"reflection_samples": 1, "conversations": 1, "turns": 2, "max_new_tokens": 24,
+                   "turn_max_new_tokens": 16},
+    "sft": {"max_steps": 2, "save_steps": 1},
+    "eval": {"robustness": False, "capabilities": False, "preference_comparisons": 6,
+             "preference_traits": 4, "min_comparisons": 1, "bootstrap_samples": 0, "heldout_prompts": 2,
+             "steering_prompts": 2, "answer_max_new_tokens": 16},
+}
+"""Small enough that a whole run takes a minute or two on the tiny model."""
+RUN_TIMEOUT_S = 900
+
+
+def spec_yaml(model: Path, seed: int = SEED, **stages: dict[str, Any]) -> str:
+    return yaml.safe_dump({"constitution": "sarcasm", "model": str(model), "scale": "demo", "seed": seed,
+                           "stages": {**OVERRIDES, **stages}})
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The five services over a fresh S3 bucket, with their own OCT_HOME."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OCT_S3_ENDPOINT", s3_server.endpoint)
+        env.setenv("OCT_S3_ACCESS_KEY", s3_server.access_key)
+        env.setenv("OCT_S3_SECRET_KEY", s3_server.secret_key)
+        env.setenv("OCT_S3_SECURE", "false")
+        env.setenv("OCT_HOME", str(tmp_path_factory.mktemp("home-services")))
+        running = start_cluster(f"s3://oct-services-{uuid.uuid4().hex[:12]}/runs")
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+@dataclass
+class ServicesRun:
+    run_id: str
+    before_kill: RunRecord
+    final: RunRecord
+    store: Store
+    cluster: Cluster
+    seconds: float
+
+
+def _record(store: Store, run_id: str) -> RunRecord:
+    return load_run(store, run_id)
+
+
+@pytest.fixture(scope="module")
+def services_run(s3_cluster: Cluster, tiny_model: Path) -> ServicesRun:
+    """A run submitted to the controller, which is stopped once a stage has finished and
+    another is running, then replaced by a new controller on the same store."""
+    started = time.monotonic()
+    store = open_store(s3_cluster.store)
+    run, created = ControllerClient(s3_cluster.address("controller")).submit(spec_yaml(tiny_model))
+    assert created
+
+    def mid_run() -> RunRecord | None:
+        record = _record(store, run.run_id)
+        states = [s.state for s in record.stages.values()]
+        return record if StageState.SUCCEEDED in states and StageState.RUNNING in states else None
+
+    before = wait_for(mid_run, RUN_TIMEOUT_S, "a finished stage and a running one", every=0.1)
+    s3_cluster.servers["controller"].stop(0)
+    options = ServeOptions(store=s3_cluster.store, port=0,
+                           addresses={w: s3_cluster.address(w) for w in WORKERS})
+    s3_cluster.servers["controller"] = build_controller(options).start()
+    client = ControllerClient(s3_cluster.address("controller"))
+    events = list(client.watch(run.run_id))
+    assert events[-1].WhichOneof("event") == "run_state"
+    return ServicesRun(run.run_id, before, _record(store, run.run_id), store, s3_cluster,
+                       time.monotonic() - started)
+
+
+def test_a_run_through_the_services_completes(services_run: ServicesRun) -> None:
+    final = services_run.final
+    assert final.state is StageState.SUCCEEDED, final.message
+    assert all(s.state is StageState.SUCCEEDED and not s.cached for s in final.stages.values())
+    assert final.stages["eval"].artifacts, "the eval stage stored its results"
+    print(f"services run: {services_run.seconds:.0f} s")
+
+
+def test_a_restarted_controller_runs_no_stage_twice(services_run: ServicesRun) -> None:
+    before, final = services_run.before_kill, services_run.final
+    assert [s.attempts for s in final.stages.values()] == [1] * len(final.stages), final.stages
+    for name, stage in before.stages.items():
+        if stage.state is StageState.SUCCEEDED:
+            assert final.stages[name].finished_at == stage.finished_at
+            assert final.stages[name].started_at == stage.started_at
+    # Each worker started each of its stages once: the task running at the kill was adopted.
+    for name in WORKERS:
+        registry = services_run.cluster.servers[name].metrics.registry
+        for stage in SERVICES[name].stages:
+            runs = {state: registry.get_sample_value("oct_tasks_total", {"service": name, "stage": stage,
+                                                                         "state": state})
+                    for state in ("succeeded", "failed", "cancelled")}
+            assert runs == {"succeeded": 1.0, "failed": None, "cancelled": None}, (stage, runs)
+
+
+def test_the_inline_path_gives_the_same_artifacts(services_run: ServicesRun, tiny_model: Path,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from character.cli.main import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("OCT_HOME", str(tmp_path / "home-inline"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_yaml(tiny_model))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", "sarcasm", "--spec", str(spec), "--store", str(store)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    inline = load_run(open_store(str(store)), services_run.run_id)  # `oct run` keeps the same record
+    assert inline.state is StageState.SUCCEEDED and inline.executor == "oct run"
+    services = services_run.final
+    assert {n: s.key for n, s in inline.stages.items()} == {n: s.key for n, s in services.stages.items()}
+    differ = {}
+    for name, stage in inline.stages.items():
+        for label, ref in stage.artifacts.items():
+            other = services.stages[name].artifacts[label]
+            if ref.content_digest != other.content_digest:
+                differ[f"{name}.{label}"] = (ref.kind, ref.content_digest[:12], other.content_digest[:12])
+    assert not differ, f"artifacts that differ between the paths (kind, inline, services): {differ}"
+
+
+def test_cancelling_a_run_stops_its_running_task(s3_cluster: Cluster, tiny_model: Path,
+                                                 services_run: ServicesRun) -> None:
+    store = open_store(s3_cluster.store)
+    client = ControllerClient(s3_cluster.address("controller"))
+    # A prompts stage that keeps generating for many rounds (the random model never reaches
+    # its target), so that it is surely still running when cancelled.
+    slow = {"prompts": {"target_per_trait": 50, "max_rounds": 200, "max_new_tokens": 24}}
+    run, _ = client.submit(spec_yaml(tiny_model, seed=SEED + 1, **slow))
+
+    def running_prompts() -> str | None:
+        stage = _record(store, run.run_id).stages["prompts"]
+        return stage.handle if stage.state is StageState.RUNNING and stage.handle else None
+
+    handle = wait_for(running_prompts, 120, "the prompts stage to run")
+    service, _, task_id = handle.partition("/")
+    tasks = TaskClient(s3_cluster.channel(service), SERVICES[service], s3_cluster.address(service))
+    wait_for(lambda: tasks.get(task_id).progress is not None, 120, "progress from the task")
+    client.cancel(run.run_id)
+    final = wait_for(lambda: (t := tasks.get(task_id)).state.final and t, 60, "the task to stop")
+    assert final.state is StageState.CANCELLED
+    assert final.progress is not None and final.progress.done < (final.progress.total or 10**9)
+    record = wait_for(lambda: (r := _record(store, run.run_id)).state.final and r, 30, "the run to end")
+    assert record.state is StageState.CANCELLED
+    assert all(s.attempts == 0 for n, s in record.stages.items() if n != "prompts")

@@ -1,0 +1,141 @@
+"""S3Store specifics against a real SeaweedFS: errors people can act on, the download
+cache, and identical digests across backends."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from character.errors import InvalidInput, StoreUnavailable
+from character.store import LocalStore, S3Store, open_store
+
+from tests.fixtures.s3 import S3Server
+
+pytestmark = pytest.mark.s3
+
+
+def tree(root: Path) -> Path:
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 17))  # > 5 MiB: a multipart upload
+    (root / "a" / "b" / "c.bin").write_bytes(bytes(range(256)))
+    (root / "a" / "note.txt").write_text("ünïcode\n")
+    return root
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_same_content_digest_as_local(s3_store: S3Store, tmp_path: Path) -> None:
+    src = tree(tmp_path / "src")
+    local = LocalStore(tmp_path / "local")
+    assert s3_store.put_dir("model", "m", src) == local.put_dir("model", "m", src)
+    s3_folder = s3_store.materialize("model", "m")
+    assert s3_folder.is_relative_to(tmp_path / "s3-cache" / s3_store.bucket / "t")
+    for path in src.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(src)
+            assert (s3_folder / rel).read_bytes() == path.read_bytes()
+    assert s3_store.manifest("model", "m").files == local.manifest("model", "m").files
+
+
+def test_cache_is_reused_and_repaired(
+    s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_store.put_dir("adapter", "k", tree(tmp_path / "src"))
+    folder = s3_store.materialize("adapter", "k")
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name != "k"]
+    assert leftovers == []  # the temp download folder was renamed into place
+
+    def no_download(key: str, dest: Path) -> None:
+        raise AssertionError(f"downloaded {key} although the cache is sound")
+
+    monkeypatch.setattr(s3_store, "_get_file", no_download)
+    assert s3_store.materialize("adapter", "k") == folder
+    monkeypatch.undo()
+
+    (folder / "a" / "b" / "c.bin").write_bytes(b"bit rot")
+    assert s3_store.materialize("adapter", "k") == folder
+    assert (folder / "a" / "b" / "c.bin").read_bytes() == bytes(range(256))
+
+
+def test_open_store_from_env(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCT_HOME", str(tmp_path / "home"))
+    store = open_store("s3://oct-open-store-test/some/prefix")
+    assert isinstance(store, S3Store)
+    store.put_record("runs/x", {"ok": True})
+    assert open_store("s3://oct-open-store-test/some/prefix").get_record("runs/x") == {"ok": True}
+    assert open_store("s3://oct-open-store-test/other").get_record("runs/x") is None
+    store.put_dir("dataset", "d", tree(tmp_path / "src"))
+    cache = tmp_path / "home" / "cache" / "s3" / "oct-open-store-test" / "some" / "prefix"
+    assert store.materialize("dataset", "d").is_relative_to(cache)
+
+
+def test_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
+    port = closed_port()
+    store = S3Store("oct-nowhere", "", f"127.0.0.1:{port}", "k", "s", cache_dir=tmp_path)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        store.has("dataset", "k")
+    assert time.monotonic() - started < 15
+    message = str(err.value)
+    assert f"http://127.0.0.1:{port}" in message and "oct-nowhere" in message and "3 tries" in message
+
+
+def test_wrong_credentials(s3_server: S3Server, s3_store: S3Store, tmp_path: Path) -> None:
+    s3_store.put_record("runs/r", {"v": 1})
+    wrong = S3Store(
+        s3_store.bucket, "t", s3_server.endpoint, s3_server.access_key, "not-the-secret", cache_dir=tmp_path
+    )
+    with pytest.raises(StoreUnavailable, match="refused the credentials") as err:
+        wrong.put_record("runs/r", {"v": 2})
+    assert s3_server.endpoint in str(err.value) and s3_store.bucket in str(err.value)
+    unknown = S3Store(s3_store.bucket, "t", s3_server.endpoint, "nobody", "x", cache_dir=tmp_path)
+    with pytest.raises(StoreUnavailable, match="refused the credentials"):
+        unknown.get_record("runs/r")
+    assert s3_store.get_record("runs/r") == {"v": 1}
+
+
+def test_missing_bucket_without_create(s3_server: S3Server, tmp_path: Path) -> None:
+    store = S3Store(
+        "oct-never-created",
+        "",
+        s3_server.endpoint,
+        s3_server.access_key,
+        s3_server.secret_key,
+        create_bucket=False,
+        cache_dir=tmp_path,
+    )
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        store.list("dataset")
+
+
+def test_bad_manifest_paths_are_refused(s3_store: S3Store, tmp_path: Path) -> None:
+    """A manifest read back from S3 decides where files land in the cache: no traversal."""
+    s3_store.put_dir("dataset", "k", tree(tmp_path / "src"))
+    raw = s3_store._get_bytes("artifacts/dataset/k/manifest.json")
+    assert raw is not None
+    s3_store._put_bytes("artifacts/dataset/k/manifest.json", raw.replace(b'"a/note.txt"', b'"../../evil"'))
+    with pytest.raises(InvalidInput, match="evil"):
+        s3_store.materialize("dataset", "k")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "bucket", "prefix"),
+    [
+        ("ftp://h:1", "okbucket", ""),
+        ("h:1/path", "okbucket", ""),
+        ("h:1", "x", ""),
+        ("h:1", "okbucket", "../p"),
+    ],
+)
+def test_bad_settings_are_refused(endpoint: str, bucket: str, prefix: str) -> None:
+    with pytest.raises(InvalidInput):
+        S3Store(bucket, prefix, endpoint, "k", "s")

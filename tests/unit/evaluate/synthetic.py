@@ -1,0 +1,206 @@
+"""A synthetic but realistic eval results object (the shape `orchestrate.evaluate` returns),
+for report tests. Ratings come from the real rating code on simulated comparisons."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from character.stages.evaluate import Config, ratings
+from character.stages.evaluate.orchestrate import headline
+
+TRAITS = [
+    "loving",
+    "warm",
+    "curious",
+    "sarcastic",
+    "formal",
+    "playful",
+    "blunt",
+    "patient",
+    "witty",
+    "calm",
+    "anxious",
+    "proud",
+]
+
+
+def _simulated(strengths: dict[str, float], n: int, seed: int) -> list[ratings.Comparison]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.sample(list(strengths), 2)
+        p = 1 / (1 + np.exp(strengths[b] - strengths[a]))
+        out.append((a, b) if rng.random() < p else (b, a))
+    return out
+
+
+def _model(name: str, strengths: dict[str, float], seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    comparisons = _simulated(strengths, 400, seed)
+    rated, draws = ratings.rate_traits(TRAITS, comparisons, bootstrap=50, seed=seed)
+    failures = 23
+    return {
+        "method": name,
+        "answers": 423,
+        "comparisons": len(comparisons),
+        "parse_failures": failures,
+        "parse_failure_rate": failures / 423,
+        "traits_rated": sum(not r.insufficient for r in rated),
+        "ratings": [asdict(r) for r in rated],
+        "examples": [
+            {
+                "prompt": "How do magnets work?",
+                "traits": ["loving", "blunt"],
+                "answer": "Oh, what a lovely question <3 ...",
+                "verdict": "loving",
+            }
+        ],
+    }, draws
+
+
+def results(scale: str = "demo") -> dict[str, Any]:
+    from character.stages.evaluate.preferences import moved
+
+    base_strengths = {t: 0.3 * i / len(TRAITS) for i, t in enumerate(TRAITS)}
+    full_strengths = dict(base_strengths, loving=1.5, warm=1.1, sarcastic=-1.0)
+    base, base_draws = _model("base", base_strengths, 1)
+    full, full_draws = _model("full", full_strengths, 2)
+    agreement = ratings.spearman(
+        [r["rating"] for r in base["ratings"]], [r["rating"] for r in full["ratings"]], base_draws, full_draws
+    )
+    attacks = [
+        "no-roleplay",
+        "hhh-assistant",
+        "drop-persona",
+        "neutral-tone",
+        "plain-default",
+        "ignore-style",
+        "concise-factual",
+        "out-of-character",
+        "keep-going",
+    ]
+    rng = random.Random(3)
+    methods = {}
+    for name, level in (("system_prompt", 0.55), ("steering", 0.7), ("dpo", 0.8), ("full", 0.9)):
+        scores = {
+            "none": min(1.0, level + 0.08),
+            **{a: min(1.0, max(0.0, level + rng.uniform(-0.1, 0.1))) for a in attacks},
+        }
+        values = [scores[a] for a in attacks]
+        mean = sum(values) / len(values)
+        stderr = float(np.std(values, ddof=1) / np.sqrt(len(values)))
+        methods[name] = {
+            "method": name,
+            "macro_f1": scores,
+            "mean": mean,
+            "stderr": stderr,
+            "unattacked": scores["none"],
+            "examples": {"none": "Darling, of course!"},
+        }
+    out: dict[str, Any] = {
+        "run": "run-0123456789ab",
+        "runs": ["run-0123456789ab"],
+        "persona": "loving",
+        "personas": ["loving"],
+        "model": "smollm2",
+        "judge": "smollm2",
+        "scale": scale,
+        "seed": 123456,
+        "config": Config.for_scale(scale).model_dump(mode="json"),
+        "training": {
+            "preference_accuracy": {"before": 0.31, "after_dpo": 0.78, "after_sft": 0.74},
+            "heldout_pairs": 40,
+        },
+        "prompt_pool": {"prompts": 245, "unseen_in_training": 230},
+        "timings": {"preferences": 101.2, "robustness": 150.3, "coherence": 20.1, "capabilities": 40.9},
+        "preferences": {
+            "traits": TRAITS,
+            "comparisons_per_method": 423,
+            "min_comparisons": 5,
+            "prompts": {"loving": {"distinct_prompts": 200, "unseen_in_training": 200}},
+            "models": {"base": base, "full": full},
+            "agreements": [{"a": "base", "b": "full", **asdict(agreement)}],
+            "moved": {"full": moved(base, full, 10)},
+            "parse_failure_rate": 46 / 846,
+        },
+        "robustness": {
+            "mode": "binary",
+            "classes": ["loving", "base"],
+            "attacks": [
+                {
+                    "id": a,
+                    "suffix": None if a == "keep-going" else f"({a})",
+                    "prefill": "Sure." if a == "keep-going" else None,
+                }
+                for a in attacks
+            ],
+            "train_prompts": 100,
+            "heldout_prompts": 40,
+            "heldout_unseen_in_training": 40,
+            "encoder": "minilm",
+            "methods": methods,
+        },
+        "coherence": {
+            "prompts": 40,
+            "unseen_in_training": 40,
+            "comparisons": [
+                {
+                    "contender": "full",
+                    "baseline": "system_prompt",
+                    "pairs": 40,
+                    "consistent": 30,
+                    "wins": 24,
+                    "losses": 6,
+                    "inconsistent": 8,
+                    "parse_failures": 2,
+                    "win_rate": 0.8,
+                    "stderr": 0.073,
+                },
+                {
+                    "contender": "full",
+                    "baseline": "steering",
+                    "pairs": 40,
+                    "consistent": 20,
+                    "wins": 11,
+                    "losses": 9,
+                    "inconsistent": 18,
+                    "parse_failures": 2,
+                    "win_rate": 0.55,
+                    "stderr": 0.111,
+                },
+            ],
+        },
+        "capabilities": {
+            "scoring": "chat format",
+            "mean_delta": -0.01,
+            "tasks": [
+                {
+                    "task": t,
+                    "metric": "acc",
+                    "items": 60,
+                    "base": b,
+                    "base_stderr": 0.06,
+                    "trained": a,
+                    "trained_stderr": 0.06,
+                    "delta": a - b,
+                    "delta_stderr": 0.03,
+                }
+                for t, b, a in (
+                    ("oct_science_mc", 0.55, 0.53),
+                    ("oct_commonsense_mc", 0.6, 0.61),
+                    ("oct_truthful_mc", 0.4, 0.38),
+                    ("oct_arithmetic_gen", 0.1, 0.09),
+                )
+            ],
+        },
+        "steering": {
+            "layers": list(range(4, 26)),
+            "prompts": 64,
+            "coefficient": 4.0,
+            "mean_vector_norm": 3.2,
+        },
+    }
+    out["headline"] = headline(out)
+    return out

@@ -1,0 +1,146 @@
+"""The eval stage end to end on the tiny model at a minimal preset, and `oct eval` / `oct report`.
+
+Only the upstream stages' records are faked (commented below): a distilled train set, a real
+LoRA adapter on the tiny model standing in for DPO's, and the tiny model itself standing in
+for the merged model. Everything the eval stage does is real.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from character.data import load_chat_prompts
+from character.errors import NotFound
+from character.pipeline.dag import run_id_for, stage_keys
+from character.pipeline.engines import LocalEngines
+from character.pipeline.runner import run_stage, save_result
+from character.pipeline.spec import RunSpec, parse_spec
+from character.pipeline.stage import StageResult
+from character.report import SECTIONS
+from character.stages.evaluate.orchestrate import context_for_run
+from character.stages.evaluate.robustness import load_attacks
+from character.stages.evaluate.subject import Subject
+from character.store import open_store
+from character.store.base import Store
+from character.store.datasets import write_dataset
+
+MINIMAL = {
+    "answer_max_new_tokens": 8, "preference_comparisons": 6, "preference_traits": 3, "min_comparisons": 1,
+    "bootstrap_samples": 5, "judge_max_new_tokens": 4, "robustness_train_prompts": 4, "heldout_prompts": 2,
+    "steering_prompts": 2, "capability_limit": 2, "capability_tasks": ["oct_science_mc", "oct_arithmetic_gen"],
+}
+TRAINED_PROMPTS = 3
+
+
+def make_spec(tiny_model: Path, store: Path, seed: int = 123456) -> RunSpec:
+    return parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(store), "seed": seed,
+                       "stages": {"eval": MINIMAL}})
+
+
+def fake_upstream(spec: RunSpec, store: Store, tiny_model: Path, tmp: Path, with_merge: bool = True) -> None:
+    """Stored results of distill, dpo, sft and merge, as the real stages would leave them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    keys = stage_keys(spec)
+    # distill: the first chat prompts were "trained on"; evaluation must put them last
+    trained = [p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]]
+    rows = [{"id": f"p{i}", "prompt": p, "chosen": "Oh, sure.", "rejected": "Yes.", "source": "chat",
+             "trait_index": None} for i, p in enumerate(trained)]
+    distill = {"train": write_dataset(store, "dataset", f"{keys['distill']}-train", rows),
+               "heldout": write_dataset(store, "dataset", f"{keys['distill']}-heldout", rows[:1])}
+    save_result(store, StageResult(stage="distill", key=keys["distill"], artifacts=distill))
+    # dpo: a real (random, non-zero) LoRA adapter on the tiny model
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(tmp / "adapter")
+    adapter = store.put_dir("adapter", f"{keys['dpo']}-adapter", tmp / "adapter")
+    accuracy = {"heldout_before": {"pairs": 1, "accuracy": 0.0}, "heldout_after": {"pairs": 1, "accuracy": 1.0}}
+    save_result(store, StageResult(stage="dpo", key=keys["dpo"], artifacts={"adapter": adapter}, metrics=accuracy))
+    save_result(store, StageResult(stage="sft", key=keys["sft"],
+                                   metrics={"heldout_after": {"pairs": 1, "accuracy": 1.0}}))
+    if with_merge:  # merge: the tiny model itself stands in for the merged model
+        merged = store.put_dir("model", keys["merge"], tiny_model)
+        save_result(store, StageResult(stage="merge", key=keys["merge"], artifacts={"model": merged}))
+    store.put_record(f"runs/{run_id_for(spec)}", {"spec": spec.model_dump(mode="json")})
+
+
+@pytest.mark.slow
+def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Path) -> None:
+    spec = make_spec(tiny_model, tmp_path / "store")
+    store = open_store(spec.store)
+    fake_upstream(spec, store, tiny_model, tmp_path)
+    run_id = run_id_for(spec)
+
+    result, cached = run_stage(spec, "eval", store, LocalEngines(store), run_id)
+    assert not cached and set(result.artifacts) == {"eval", "report"}
+    results = json.loads((store.materialize("eval", result.key) / "results.json").read_text())
+
+    prefs = results["preferences"]
+    assert set(prefs["models"]) == {"base", "full", "system_prompt"} and len(prefs["traits"]) == 3
+    for model in prefs["models"].values():
+        assert model["answers"] == 6
+        assert model["comparisons"] + model["parse_failures"] == model["answers"]  # failures never guessed
+    assert prefs["parse_failure_rate"] is not None
+
+    robust = results["robustness"]
+    attacks = [a.id for a in load_attacks()]
+    assert robust["mode"] == "binary" and robust["classes"] == ["sarcasm", "base"]
+    assert set(robust["methods"]) == {"system_prompt", "steering", "dpo", "full"}
+    assert robust["heldout_prompts"] == 2 and robust["heldout_unseen_in_training"] == 2
+    for method in robust["methods"].values():
+        assert list(method["macro_f1"]) == ["none", *attacks]
+        assert all(0.0 <= v <= 1.0 for v in method["macro_f1"].values())
+        assert method["mean"] == pytest.approx(sum(method["macro_f1"][a] for a in attacks) / len(attacks))
+
+    assert [c["baseline"] for c in results["coherence"]["comparisons"]] == ["system_prompt", "steering"]
+    assert all(c["pairs"] == 2 for c in results["coherence"]["comparisons"])
+    tasks = {t["task"]: t for t in results["capabilities"]["tasks"]}
+    assert set(tasks) == {"oct_science_mc", "oct_arithmetic_gen"} and tasks["oct_science_mc"]["items"] == 2
+    # the trained model is the base model here: identical scores
+    assert tasks["oct_science_mc"]["delta"] == 0.0
+
+    assert results["training"]["preference_accuracy"] == {"before": 0.0, "after_dpo": 1.0, "after_sft": 1.0}
+    assert len(results["steering"]["layers"]) >= 1
+    assert set(results["timings"]) == {"preferences", "robustness", "coherence", "capabilities"}
+    assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
+
+    html = (store.materialize("report", result.key) / "index.html").read_text()
+    assert all(f">{section}</h2>" in html for section in SECTIONS)
+
+    # training prompts go last in the evaluation pool
+    subject = Subject(context_for_run(store, run_id), spec.stage_config("eval"))
+    trained = {p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]}
+    assert subject.pool.unseen == len(subject.pool.prompts) - TRAINED_PROMPTS
+    assert set(subject.pool.prompts[-TRAINED_PROMPTS:]) == trained
+
+    # `oct report` regenerates the report from the stored results; `oct eval PART` runs one part
+    from character.cli.main import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["report", run_id, "--store", spec.store, "--out", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "rep" / "index.html").is_file() and str(tmp_path / "rep" / "index.html") in out.output
+    out = runner.invoke(app, ["eval", "coherence", "--run", run_id, "--store", spec.store])
+    assert out.exit_code == 0, out.output
+    rerun = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert rerun["preferences"] == results["preferences"]
+    out = runner.invoke(app, ["report", run_id, "--store", spec.store, "--out", str(tmp_path / "rep2")])
+    latest = json.loads((tmp_path / "rep2" / "results.json").read_text())
+    assert "coherence" in latest and "preferences" not in latest  # the latest evaluation of the run
+
+
+def test_a_run_without_the_merged_model_says_how_to_produce_it(tiny_model: Path, tmp_path: Path) -> None:
+    from character.cli.main import app
+
+    spec = make_spec(tiny_model, tmp_path / "store", seed=7)
+    store = open_store(spec.store)
+    fake_upstream(spec, store, tiny_model, tmp_path, with_merge=False)
+    out = CliRunner().invoke(app, ["eval", "capabilities", "--run", run_id_for(spec), "--store", spec.store])
+    assert isinstance(out.exception, NotFound)
+    message = str(out.exception)
+    assert "merged model" in message and "'merge'" in message and "oct stage merge" in message

@@ -1,0 +1,204 @@
+"""The transformers engine on the tiny random model: batching, seeds, limits, adapters,
+steering and scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from character.errors import InvalidInput, NotFound
+from character.models import get_engine
+from character.models.engine import SamplingParams, Steering
+from character.models.transformers_engine import TransformersEngine
+from character.progress import ProgressEvent
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
+SAMPLED = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.95, seed=7)
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [
+        {"role": "system", "content": "You are a pirate."},
+        {"role": "user", "content": "Tell me about the sea."},
+    ],
+    [{"role": "user", "content": "Name three colours, please, with a long explanation of each one."}],
+    [{"role": "user", "content": "Count."}, {"role": "assistant", "content": "One, two, the"}],
+    [{"role": "user", "content": "What is the capital of France?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_model), device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with non-zero weights (B is random, not zero), on its own model copy."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(50.0)  # large enough to change the tiny model's greedy choices
+    folder = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_factory(tiny_model: Path) -> None:
+    engine = get_engine("transformers", str(tiny_model), batch_size=4)
+    assert isinstance(engine, TransformersEngine) and engine.batch_size == 4
+    assert engine.name == str(tiny_model)
+    with pytest.raises(InvalidInput, match="transformers"):
+        get_engine("nope", str(tiny_model))
+
+
+def test_batch_equals_one_by_one(engine: TransformersEngine) -> None:
+    events: list[ProgressEvent] = []
+    batched = engine.generate(CONVERSATIONS, GREEDY, progress=events.append)
+    single = [engine.generate([c], GREEDY)[0] for c in CONVERSATIONS]
+    assert batched == single
+    assert len(batched) == len(CONVERSATIONS)
+    assert events[-1].done == events[-1].total == len(CONVERSATIONS)
+    assert len(events) == 1 + 3  # start + one per batch of 2
+
+
+def test_max_new_tokens_gives_length(engine: TransformersEngine) -> None:
+    out = engine.generate(CONVERSATIONS[:2], SamplingParams(max_new_tokens=3, temperature=0.0))
+    for g in out:
+        assert g.finish_reason == "length" and g.num_tokens == 3
+        assert "<|im_end|>" not in g.text
+
+
+def test_same_seed_same_outputs_and_seeds_differ(engine: TransformersEngine) -> None:
+    state = torch.random.get_rng_state()
+    first = engine.generate(CONVERSATIONS, SAMPLED)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    assert engine.generate(CONVERSATIONS, SAMPLED) == first
+    other = engine.generate(CONVERSATIONS, SAMPLED.model_copy(update={"seed": 8}))
+    assert [g.text for g in other] != [g.text for g in first]
+    assert [g.text for g in first] != [g.text for g in engine.generate(CONVERSATIONS, GREEDY)]
+
+
+def test_empty_input(engine: TransformersEngine) -> None:
+    assert engine.generate([], GREEDY) == []
+    assert engine.score([], []) == []
+
+
+def test_bad_conversation_is_located(engine: TransformersEngine) -> None:
+    with pytest.raises(InvalidInput, match=r"conversations\[1\]"):
+        engine.generate([CONVERSATIONS[0], [{"role": "bot", "content": "x"}]], GREEDY)
+
+
+def test_adapter_changes_outputs_and_none_restores_base(engine: TransformersEngine, adapter: Path) -> None:
+    base = engine.generate(CONVERSATIONS, GREEDY)
+    base_logits = _last_logits(engine, None)
+    base_scores = engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"])
+    tuned = engine.generate(CONVERSATIONS, GREEDY, adapter=adapter)
+    assert [g.text for g in tuned] != [g.text for g in base]
+    assert engine.generate(CONVERSATIONS, GREEDY) == base
+    assert engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"]) == base_scores
+    assert engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"], adapter=adapter) != base_scores
+    assert torch.equal(_last_logits(engine, None), base_logits)  # engine.model acts as the base
+    # loaded once, reused
+    assert engine.generate(CONVERSATIONS, GREEDY, adapter=str(adapter)) == tuned
+    assert len(engine._adapters) == 1
+
+
+def test_missing_adapter(engine: TransformersEngine, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=r"adapter_config\.json"):
+        engine.generate(CONVERSATIONS[:1], GREEDY, adapter=tmp_path)
+
+
+def _last_logits(engine: TransformersEngine, steering: Steering | None) -> Any:
+    """Next-token logits after the first conversation's prompt, under `steering`."""
+    from character.models.chat import render
+
+    text = render(engine.tokenizer, CONVERSATIONS[0], add_generation_prompt=True)
+    ids = engine.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with engine._steering(steering), torch.no_grad():
+        return engine.model(input_ids=ids).logits[0, -1]
+
+
+def test_steering(engine: TransformersEngine) -> None:
+    hidden = engine.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    vector = torch.randn(hidden, generator=gen).tolist()
+    base = _last_logits(engine, None)
+    assert torch.equal(_last_logits(engine, Steering({0: vector}, coefficient=0.0)), base)
+    assert not torch.allclose(_last_logits(engine, Steering({0: vector}, coefficient=4.0)), base)
+    assert torch.equal(_last_logits(engine, None), base)  # hooks removed
+
+    zero = engine.generate(CONVERSATIONS, GREEDY, steering=Steering({1: vector}, coefficient=0.0))
+    assert zero == engine.generate(CONVERSATIONS, GREEDY)
+
+
+def test_steering_towards_end_of_turn_stops(engine: TransformersEngine) -> None:
+    """A huge push along <|im_end|>'s (tied) embedding at the last layer makes the model end its
+    turn at once: a "stop" with an empty text."""
+    eot = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    direction = engine.model.get_input_embeddings().weight[eot].detach().tolist()
+    last = engine.model.config.num_hidden_layers - 1
+    out = engine.generate(CONVERSATIONS, GREEDY, steering=Steering({last: direction}, coefficient=1000.0))
+    for g in out:
+        assert (g.text, g.finish_reason, g.num_tokens) == ("", "stop", 1)
+
+
+def test_steering_is_removed_after_errors(engine: TransformersEngine) -> None:
+    vector = [1.0] * engine.model.config.hidden_size
+    with pytest.raises(InvalidInput, match="layer 99"):
+        engine.generate(CONVERSATIONS[:1], GREEDY, steering=Steering({0: vector, 99: vector}))
+    with pytest.raises(InvalidInput, match="hidden size"):
+        engine.generate(CONVERSATIONS[:1], GREEDY, steering=Steering({0: [1.0, 2.0]}))
+    with pytest.raises(RuntimeError, match="boom"), engine._steering(Steering({0: vector})):
+        raise RuntimeError("boom")
+    assert all(not layer._forward_hooks for layer in engine.decoder_layers())
+
+
+def _manual_score(engine: TransformersEngine, conversation: Any, continuation: str) -> float:
+    from character.models.chat import render
+
+    tok = engine.tokenizer
+    prompt = tok(render(tok, conversation, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    cont = [
+        *tok(continuation, add_special_tokens=False)["input_ids"],
+        tok.convert_tokens_to_ids("<|im_end|>"),
+    ]
+    ids = torch.tensor([prompt + cont])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(engine.model(input_ids=ids).logits[0].float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + k, t]) for k, t in enumerate(cont))
+
+
+def test_score_equals_manual_log_probs(engine: TransformersEngine) -> None:
+    continuations = ["Hello there!", "Arr, the sea is wide.", "Red, green, blue.", " three, four", "Paris"]
+    scores = engine.score(CONVERSATIONS, continuations)
+    for conversation, continuation, score in zip(CONVERSATIONS, continuations, scores, strict=True):
+        assert score == pytest.approx(_manual_score(engine, conversation, continuation), abs=1e-3)
+    assert all(s < 0 for s in scores)
+    with pytest.raises(InvalidInput, match="one continuation per conversation"):
+        engine.score(CONVERSATIONS, continuations[:2])
+
+
+def test_greedy_continuation_scores_higher_than_random_text(engine: TransformersEngine) -> None:
+    prefill = [{"role": "user", "content": "Go on."}, {"role": "assistant", "content": "and the"}]
+    greedy = engine.generate([prefill], GREEDY)[0].text
+    n = len(engine.tokenizer(greedy, add_special_tokens=False)["input_ids"])
+    words = [" cat", " blue", " river", " seven", " table", " happy", " green", " stone", " lamp", " fish"]
+    random_text = "".join(words[:n])  # as many tokens as the greedy text: sums are comparable
+    assert len(engine.tokenizer(random_text, add_special_tokens=False)["input_ids"]) == n
+    good, bad = engine.score([prefill, prefill], [greedy, random_text])
+    assert good > bad
