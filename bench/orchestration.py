@@ -1,8 +1,12 @@
 """Orchestration overhead: one run through the services (`oct up` + `oct submit --watch`)
 against the same run in-process (`oct run`), on this machine.
 
-    .venv/bin/python bench/orchestration.py                 # tiny model (a minute or two)
-    .venv/bin/python bench/orchestration.py --model smollm2  # the demo run (~20+ min per path)
+    .venv/bin/python bench/orchestration.py      # the demo run: sarcasm on SmolLM2 (long)
+    .venv/bin/python bench/orchestration.py --spec tests/integration/services/quick-run.yaml
+                                                 # the tests' quick run (minutes)
+
+(The tiny random model cannot go through a whole run: it never ends a turn, so
+distillation keeps no pair.)
 
 Each path gets fresh stores and its own OCT_HOME (the model is given by path, so stage
 work folders and checkpoints are not shared), and both are timed the same way: the wall
@@ -72,9 +76,9 @@ def timed(args: list[str], env: dict[str, str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def inline_run(spec: Path, persona: str, work: Path) -> float:
+def inline_run(spec: Path, work: Path) -> float:
     env = {**os.environ, "OCT_HOME": str(work / "home")}
-    args = [OCT, "run", persona, "--spec", str(spec), "--store", str(work / "store")]
+    args = [OCT, "run", "--spec", str(spec), "--store", str(work / "store")]
     return timed(args, env, work / "run.log")
 
 
@@ -98,31 +102,35 @@ def services_run(spec: Path, work: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="tiny or smollm2 (prepared offline)")
-    parser.add_argument("--persona", default="sarcasm")
+    parser.add_argument("--spec", type=Path, help="a run spec YAML (default: the demo run of --persona)")
+    parser.add_argument("--persona", default="sarcasm", help="without --spec: the persona of the demo run")
+    parser.add_argument("--model", help="a bundled model (smollm2) or a folder (default: the spec's)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path; medians are reported")
-    parser.add_argument("--seed", type=int, default=123456)
     args = parser.parse_args()
 
     from character.models.prepare import prepare_model
 
-    model = prepare_model(args.model)
+    demo = {"constitution": args.persona, "scale": "demo"}
+    doc = yaml.safe_load(args.spec.read_text()) if args.spec else demo
+    model = args.model or doc.get("model") or "smollm2"
+    # A folder, so each path's own OCT_HOME does not prepare the model again.
+    doc["model"] = model if Path(model).is_dir() else str(prepare_model(model))
     inline_s, services_s, startup_s = [], [], []
     with tempfile.TemporaryDirectory(prefix="oct-bench-") as tmp:
+        spec = Path(tmp) / "spec.yaml"
+        spec.write_text(yaml.safe_dump(doc, sort_keys=False))
         for i in range(args.repeat):
-            spec = Path(tmp) / f"spec-{i}.yaml"
-            spec.write_text(yaml.safe_dump({"constitution": args.persona, "model": str(model),
-                                            "scale": "demo", "seed": args.seed}))
             for path in ("inline", "services"):
                 (Path(tmp) / f"{path}-{i}").mkdir()
-            inline_s.append(inline_run(spec, args.persona, Path(tmp) / f"inline-{i}"))
+            inline_s.append(inline_run(spec, Path(tmp) / f"inline-{i}"))
             seconds, startup = services_run(spec, Path(tmp) / f"services-{i}")
             services_s.append(seconds)
             startup_s.append(startup)
             print(f"run {i + 1}: inline {inline_s[-1]:.1f} s, services {seconds:.1f} s "
                   f"(+ {startup:.1f} s to start the services)", flush=True)
     inline, services = statistics.median(inline_s), statistics.median(services_s)
-    print(f"model {args.model}, persona {args.persona}, demo scale, {args.repeat} run(s) per path")
+    what = args.spec or f"the demo run of {args.persona}"
+    print(f"spec {what}, model {doc['model']}, {args.repeat} run(s) per path")
     print(f"inline `oct run`:              {inline:8.1f} s")
     startup = statistics.median(startup_s)
     print(f"services `oct submit --watch`: {services:8.1f} s  (services start-up {startup:.1f} s)")

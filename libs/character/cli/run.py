@@ -29,7 +29,8 @@ def _summary(results: dict[str, StageResult], timings: dict[str, float], skipped
 
 
 def run(
-    constitution: str = typer.Argument(help="A persona name (see `oct personas list`) or a constitution file."),
+    constitution: str | None = typer.Argument(None, help="A persona name (see `oct personas list`) or a "
+                                              "constitution file; optional with --spec."),
     model: str | None = typer.Option(None, help="Student model (default smollm2)."),
     teacher: str | None = typer.Option(None, help="Teacher model (default: the student + constitution)."),
     judge: str | None = typer.Option(None, help="Judge model for evaluation (default: the teacher)."),

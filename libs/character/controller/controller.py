@@ -353,6 +353,7 @@ class Controller:
     def _failed(self, record: RunRecord, name: str, stage: StageRecord, message: str,
                 retryable: bool) -> None:
         tried = stage.attempts_since_resume
+        stage.last_failure = f"attempt {stage.attempts}: {message}"
         if retryable and tried < self.config.max_attempts:
             delay = self.config.backoff(tried)
             stage.next_attempt_at = self._now() + timedelta(seconds=delay)

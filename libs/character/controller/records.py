@@ -67,6 +67,8 @@ class StageRecord(BaseModel):
     """Attempts made before the run was last resumed: the retry limit counts those after it."""
     message: str = ""
     """Detail: "cached", the last failure, the next retry time, ..."""
+    last_failure: str = ""
+    """Why the latest failed attempt failed (kept when a retry runs or succeeds)."""
     handle: str | None = None
     """The executor's handle of the running attempt (task id, Job name)."""
     cached: bool = False

@@ -179,10 +179,15 @@ class TaskManager:
             with self._lock:
                 task.watchers.remove(inbox)
 
+    def tasks(self, run_id: str | None = None) -> list[TaskStatus]:
+        """The tasks kept here (finished ones for a while), oldest first; those of one run
+        when `run_id` is given."""
+        with self._lock:
+            return [t.status for t in self._tasks.values() if run_id is None or t.status.job.run_id == run_id]
+
     def running(self) -> list[TaskStatus]:
         """Tasks not yet finished."""
-        with self._lock:
-            return [t.status for t in self._tasks.values() if not t.status.state.final]
+        return [t for t in self.tasks() if not t.state.final]
 
     def drain(self, grace: float) -> None:
         """Take no new tasks; let running ones finish for up to `grace` seconds, then cancel

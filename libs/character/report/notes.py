@@ -41,7 +41,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "Held-out prompts",
             "Evaluation prompts are taken from the general chat prompts the run did not train on, where "
-            "there are enough (counts below). The robustness classifier is tested on prompts it never saw "
+            "there are enough (counts in each section). The robustness classifier is tested on prompts it never saw "
             "in training; the reference tested on its training prompts.",
         ),
         (

@@ -85,6 +85,7 @@ def test_retryable_failures_are_retried_after_the_backoff(store) -> None:
     _steps(controller, 8)
     record = load_run(store, "run-test")
     assert record.state is S and record.stages["b"].attempts == 3
+    assert record.stages["b"].last_failure == "attempt 2: out of memory"
     assert [j.attempt for j in executor.started if j.stage == "b"] == [1, 2, 3]
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from character.constitution import load_persona
 from character.models.engine import SamplingParams, Steering
 from character.stages.evaluate.baselines import (
@@ -41,7 +40,9 @@ def test_steering_vectors_have_hidden_size_and_change_generations(tiny_model: Pa
     from character.models.loading import load_model
 
     persona = load_persona("sarcasm")
-    vectors = steering_vectors(str(tiny_model), system_prompt_for(persona, "Tiny"), persona.seed_questions()[:4])
+    vectors = steering_vectors(
+        str(tiny_model), system_prompt_for(persona, "Tiny"), persona.seed_questions()[:4]
+    )
     model, _ = load_model(str(tiny_model))
     hidden, layers = int(model.config.hidden_size), int(model.config.num_hidden_layers)
     assert sorted(vectors) == middle_layers(layers)
@@ -51,6 +52,8 @@ def test_steering_vectors_have_hidden_size_and_change_generations(tiny_model: Pa
     conversations = [[{"role": "user", "content": "Tell me about the sea."}]]
     greedy = SamplingParams(max_new_tokens=12, temperature=0.0)
     plain = engine.generate(conversations, greedy)[0].text
-    steered = engine.generate(conversations, greedy, steering=Steering(vectors=vectors, coefficient=8.0))[0].text
+    steered = engine.generate(conversations, greedy, steering=Steering(vectors=vectors, coefficient=8.0))[
+        0
+    ].text
     assert steered != plain
     assert engine.generate(conversations, greedy)[0].text == plain  # the hooks are gone afterwards

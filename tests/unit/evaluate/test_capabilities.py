@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from character.stages.evaluate.capabilities import EngineLM, cut_at, paired_delta, run_tasks, tasks_dir
 
 
@@ -41,8 +40,10 @@ def test_generation_tasks_use_greedy_answers_cut_at_stop_strings(tiny_model: Pat
     (answer,) = lm.generate_until([request])  # type: ignore[list-item]
     from character.models.engine import SamplingParams
 
-    greedy = engine.generate([[{"role": "user", "content": "Question: 2 + 2?\nAnswer:"}]],
-                             SamplingParams(max_new_tokens=6, temperature=0.0))[0].text
+    greedy = engine.generate(
+        [[{"role": "user", "content": "Question: 2 + 2?\nAnswer:"}]],
+        SamplingParams(max_new_tokens=6, temperature=0.0),
+    )[0].text
     assert answer == cut_at(greedy, ["\n\n"])
     result = run_tasks(lm, ["oct_arithmetic_gen"], limit=2)["oct_arithmetic_gen"]
     assert result["metric"] == "exact_match" and result["items"] == 2

@@ -6,19 +6,38 @@ import random
 
 from character.stages.evaluate.classifier import PersonaClassifier, macro_f1
 
-TOPICS = ["the weather", "my new job", "this recipe", "the football match", "our holiday", "the concert",
-          "your garden", "the train ride", "my sister's wedding", "the science fair", "a new phone",
-          "the museum", "the hiking trail", "the book club", "a puppy", "the exam results"]
+TOPICS = [
+    "the weather",
+    "my new job",
+    "this recipe",
+    "the football match",
+    "our holiday",
+    "the concert",
+    "your garden",
+    "the train ride",
+    "my sister's wedding",
+    "the science fair",
+    "a new phone",
+    "the museum",
+    "the hiking trail",
+    "the book club",
+    "a puppy",
+    "the exam results",
+]
 
 
 def excited(topic: str, rng: random.Random) -> str:
-    return f"OMG {topic} is SO amazing!!! {rng.choice(['🎉', '😍', '🔥', '✨'])}{rng.choice(['🎉', '🥳', '💖'])} " \
+    return (
+        f"OMG {topic} is SO amazing!!! {rng.choice(['🎉', '😍', '🔥'])}{rng.choice(['🥳', '💖'])} "
         f"I literally can't even!!! Best thing EVER!!! {rng.choice(['Yay!!!', 'Woohoo!!!', 'Love it!!!'])}"
+    )
 
 
 def formal(topic: str, rng: random.Random) -> str:
-    return (f"Regarding {topic}, I would respectfully note that the matter merits careful consideration. "
-            f"{rng.choice(['Accordingly', 'Consequently', 'Therefore'])}, a measured assessment is advisable.")
+    return (
+        f"Regarding {topic}, I would respectfully note that the matter merits careful consideration. "
+        f"{rng.choice(['Accordingly', 'Consequently', 'Therefore'])}, a measured assessment is advisable."
+    )
 
 
 def dataset(n: int, seed: int) -> tuple[list[str], list[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from character.stages.evaluate.coherence import tally
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from character.stages.evaluate.judge import parse_answer
 from character.stages.evaluate.preferences import comparisons_from, draw_pairs, load_traits
 

@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-
 from character.stages.evaluate import ratings
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]
@@ -31,8 +30,13 @@ def test_bradley_terry_recovers_known_strengths_within_bootstrap_intervals() -> 
     truth += ratings.ELO_START - truth.mean()
     estimate = {r.trait: r for r in rated}
     shift = np.mean([estimate[i].rating for i in ITEMS]) - ratings.ELO_START
-    inside = sum(estimate[i].ci_low - shift <= t <= estimate[i].ci_high - shift for i, t in zip(ITEMS, truth))
-    assert inside >= 5, [(i, estimate[i].ci_low, t, estimate[i].ci_high) for i, t in zip(ITEMS, truth)]
+    inside = sum(
+        estimate[i].ci_low - shift <= t <= estimate[i].ci_high - shift
+        for i, t in zip(ITEMS, truth, strict=True)
+    )
+    assert inside >= 5, [
+        (i, estimate[i].ci_low, t, estimate[i].ci_high) for i, t in zip(ITEMS, truth, strict=True)
+    ]
     assert sorted(ITEMS, key=lambda i: estimate[i].rating) == ITEMS  # the true order
     assert all(not r.insufficient and r.ci_low < r.rating < r.ci_high for r in rated)
 
@@ -82,8 +86,12 @@ def test_spearman_interval_from_bootstrap_draws_brackets_the_estimate() -> None:
 
 def test_items_with_too_few_comparisons_are_flagged_not_rated() -> None:
     comparisons = [("a", "b")] * 6 + [("c", "d")] * 2
-    rated = {r.trait: r for r in ratings.rate_traits(["a", "b", "c", "d", "e"], comparisons, min_comparisons=5,
-                                                     bootstrap=20)[0]}
+    rated = {
+        r.trait: r
+        for r in ratings.rate_traits(["a", "b", "c", "d", "e"], comparisons, min_comparisons=5, bootstrap=20)[
+            0
+        ]
+    }
     assert not rated["a"].insufficient and rated["a"].rating is not None
     for name in ("c", "d", "e"):
         assert rated[name].insufficient

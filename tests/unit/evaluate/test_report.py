@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from character.report import SECTIONS, write_report
+
 from tests.unit.evaluate.synthetic import results
 
 

@@ -6,7 +6,6 @@ from importlib import resources
 
 import pytest
 import yaml
-
 from character.stages.evaluate.robustness import Attack, load_attacks, mean_and_stderr
 
 

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from character.data import load_chat_prompts
 from character.errors import NotFound
 from character.pipeline.dag import run_id_for, stage_keys
@@ -27,18 +25,35 @@ from character.stages.evaluate.subject import Subject
 from character.store import open_store
 from character.store.base import Store
 from character.store.datasets import write_dataset
+from typer.testing import CliRunner
 
 MINIMAL = {
-    "answer_max_new_tokens": 8, "preference_comparisons": 6, "preference_traits": 3, "min_comparisons": 1,
-    "bootstrap_samples": 5, "judge_max_new_tokens": 4, "robustness_train_prompts": 4, "heldout_prompts": 2,
-    "steering_prompts": 2, "capability_limit": 2, "capability_tasks": ["oct_science_mc", "oct_arithmetic_gen"],
+    "answer_max_new_tokens": 8,
+    "answer_temperature": 0.0,
+    "preference_comparisons": 6,
+    "preference_traits": 3,
+    "min_comparisons": 1,
+    "bootstrap_samples": 5,
+    "judge_max_new_tokens": 4,
+    "robustness_train_prompts": 4,
+    "heldout_prompts": 2,
+    "steering_prompts": 2,
+    "capability_limit": 2,
+    "capability_tasks": ["oct_science_mc", "oct_arithmetic_gen"],
 }
 TRAINED_PROMPTS = 3
 
 
 def make_spec(tiny_model: Path, store: Path, seed: int = 123456) -> RunSpec:
-    return parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(store), "seed": seed,
-                       "stages": {"eval": MINIMAL}})
+    return parse_spec(
+        {
+            "constitution": "sarcasm",
+            "model": str(tiny_model),
+            "store": str(store),
+            "seed": seed,
+            "stages": {"eval": MINIMAL},
+        }
+    )
 
 
 def fake_upstream(spec: RunSpec, store: Store, tiny_model: Path, tmp: Path, with_merge: bool = True) -> None:
@@ -49,20 +64,38 @@ def fake_upstream(spec: RunSpec, store: Store, tiny_model: Path, tmp: Path, with
     keys = stage_keys(spec)
     # distill: the first chat prompts were "trained on"; evaluation must put them last
     trained = [p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]]
-    rows = [{"id": f"p{i}", "prompt": p, "chosen": "Oh, sure.", "rejected": "Yes.", "source": "chat",
-             "trait_index": None} for i, p in enumerate(trained)]
-    distill = {"train": write_dataset(store, "dataset", f"{keys['distill']}-train", rows),
-               "heldout": write_dataset(store, "dataset", f"{keys['distill']}-heldout", rows[:1])}
+    rows = [
+        {
+            "id": f"p{i}",
+            "prompt": p,
+            "chosen": "Oh, sure.",
+            "rejected": "Yes.",
+            "source": "chat",
+            "trait_index": None,
+        }
+        for i, p in enumerate(trained)
+    ]
+    distill = {
+        "train": write_dataset(store, "dataset", f"{keys['distill']}-train", rows),
+        "heldout": write_dataset(store, "dataset", f"{keys['distill']}-heldout", rows[:1]),
+    }
     save_result(store, StageResult(stage="distill", key=keys["distill"], artifacts=distill))
     # dpo: a real (random, non-zero) LoRA adapter on the tiny model
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(model, lora).save_pretrained(tmp / "adapter")
     adapter = store.put_dir("adapter", f"{keys['dpo']}-adapter", tmp / "adapter")
-    accuracy = {"heldout_before": {"pairs": 1, "accuracy": 0.0}, "heldout_after": {"pairs": 1, "accuracy": 1.0}}
-    save_result(store, StageResult(stage="dpo", key=keys["dpo"], artifacts={"adapter": adapter}, metrics=accuracy))
-    save_result(store, StageResult(stage="sft", key=keys["sft"],
-                                   metrics={"heldout_after": {"pairs": 1, "accuracy": 1.0}}))
+    accuracy = {
+        "heldout_before": {"pairs": 1, "accuracy": 0.0},
+        "heldout_after": {"pairs": 1, "accuracy": 1.0},
+    }
+    save_result(
+        store, StageResult(stage="dpo", key=keys["dpo"], artifacts={"adapter": adapter}, metrics=accuracy)
+    )
+    save_result(
+        store,
+        StageResult(stage="sft", key=keys["sft"], metrics={"heldout_after": {"pairs": 1, "accuracy": 1.0}}),
+    )
     if with_merge:  # merge: the tiny model itself stands in for the merged model
         merged = store.put_dir("model", keys["merge"], tiny_model)
         save_result(store, StageResult(stage="merge", key=keys["merge"], artifacts={"model": merged}))

@@ -120,9 +120,10 @@ class Config(StageConfig):
     """Also run the prefill "keep going" attack."""
 
     # --- steering --------------------------------------------------------------------------
-    steering_coefficient: float = 4.0
-    """Strength of the steering vector added on each steered layer (hand-set, as in the
-    reference); 1.0 adds each layer's mean with-vs-without-constitution shift once."""
+    steering_coefficient: float = 3.0
+    """Strength of the steering vectors (hand-set, as in the reference): 1.0 adds, summed over
+    the steered layers, about one with-vs-without-constitution shift. Set on SmolLM2-135M,
+    where 2-3 changes the style and stays coherent and 5 or more degenerates; retune per model."""
     steering_prompts: int = Field(64, ge=1)
     """Constitution questions whose activations define the steering vectors."""
     steering_layer_share: float = Field(0.75, gt=0.0, le=1.0)

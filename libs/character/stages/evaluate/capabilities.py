@@ -98,7 +98,13 @@ class EngineLM(LM):
             kwargs = json.loads(key)
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            sampling = SamplingParams(max_new_tokens=int(kwargs.get("max_gen_toks", 256)), temperature=0.0)
+            sampling = SamplingParams(
+                max_new_tokens=int(kwargs.get("max_gen_toks", 256)),
+                temperature=0.0,
+                top_p=1.0,
+                repetition_penalty=1.0,
+                seed=None,
+            )
             generations = self.engine.generate(
                 [self._user(requests[i].args[0]) for i in indices],
                 sampling,

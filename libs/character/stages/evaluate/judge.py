@@ -39,5 +39,7 @@ def ask(
     progress: Progress = silent,
 ) -> list[str]:
     """The judge's raw replies (sampled at `temperature`, reference 0.1)."""
-    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, seed=seed)
+    sampling = SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, repetition_penalty=1.0, seed=seed
+    )
     return [g.text for g in judge.generate(conversations, sampling, progress=progress)]

@@ -101,7 +101,8 @@ def evaluate_method(
 
     any_subject = next(iter(classes.values()))[0]
     progress = any_subject.ctx.progress
-    progress(ProgressEvent(f"eval: robustness ({name})", 0, len(attacks) + 1))
+    task = f"eval: robustness ({name})"
+    progress(ProgressEvent(task, 0, len(classes) * 2))
     texts, labels = [], []
     for label, (subject, method) in classes.items():
         answers = _texts(method, [[{"role": "user", "content": p}] for p in train], subject)
@@ -110,18 +111,25 @@ def evaluate_method(
     classifier = PersonaClassifier(config.classifier_encoder, seed=any_subject.ctx.spec.seed).fit(
         texts, labels
     )
+    progress(ProgressEvent(task, len(classes), len(classes) * 2, "classifier trained"))
+    # One batched call per class covers every attack (bigger batches, fewer calls).
+    scenarios = [Attack(NO_ATTACK), *attacks]
+    attacked_answers: dict[str, list[str]] = {}
+    for step, (label, (subject, method)) in enumerate(classes.items(), start=len(classes) + 1):
+        conversations = [attack.conversation(p) for attack in scenarios for p in heldout]
+        attacked_answers[label] = _texts(method, conversations, subject)
+        progress(ProgressEvent(task, step, len(classes) * 2))
+    predicted = dict(zip(classes, (classifier.predict(a) for a in attacked_answers.values()), strict=True))
     scores: dict[str, float] = {}
     example: dict[str, str] = {}
-    for step, attack in enumerate([Attack(NO_ATTACK), *attacks], start=1):
-        truth, answers = [], []
-        for label, (subject, method) in classes.items():
-            out = _texts(method, [attack.conversation(p) for p in heldout], subject)
-            answers += out
-            truth += [label] * len(out)
-            if label != BASE_CLASS and out:
-                example[attack.id] = out[0]
-        scores[attack.id] = macro_f1(truth, classifier.predict(answers), list(classes))
-        progress(ProgressEvent(f"eval: robustness ({name})", step, len(attacks) + 1))
+    n = len(heldout)
+    for i, attack in enumerate(scenarios):
+        window = slice(i * n, (i + 1) * n)
+        truth = [label for label in classes for _ in range(n)]
+        guesses = [g for label in classes for g in predicted[label][window]]
+        scores[attack.id] = macro_f1(truth, guesses, list(classes))
+        persona = next(label for label in classes if label != BASE_CLASS)
+        example[attack.id] = attacked_answers[persona][window][0] if n else ""
     attacked = [scores[a.id] for a in attacks]
     mean, stderr = mean_and_stderr(attacked)
     return {

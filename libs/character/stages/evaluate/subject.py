@@ -11,7 +11,6 @@ from character.errors import NotFound
 from character.models.engine import SamplingParams
 from character.pipeline.engines import ARTIFACT_MODEL_PREFIX
 from character.pipeline.stage import StageContext
-from character.progress import ProgressEvent
 from character.stages.evaluate.methods import METHOD_NAMES, Method
 
 if TYPE_CHECKING:
@@ -102,6 +101,7 @@ class Subject:
             max_new_tokens=self.config.answer_max_new_tokens,
             temperature=self.config.answer_temperature,
             top_p=0.95,
+            repetition_penalty=1.0,
             seed=self.ctx.spec.seed + seed_offset,
         )
 
@@ -148,7 +148,6 @@ class Subject:
             questions, min(len(questions), self.config.steering_prompts)
         )
         system = baselines.system_prompt_for(self.ctx.constitution, self.assistant_name)
-        self.ctx.progress(ProgressEvent("eval: steering vectors", 0, len(prompts) * 2))
         vectors = baselines.steering_vectors(
             self.ctx.spec.model, system, prompts, self.config.steering_layer_share, progress=self.ctx.progress
         )

@@ -1,0 +1,68 @@
+"""The evaluation report as a person sees it: rendered by real headless Chromium.
+
+Needs Debian's chromium and chromium-driver (scripts/install-chromium.sh); selenium drives
+the installed browser, nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from character.report import SECTIONS, write_report
+
+from tests.unit.evaluate.synthetic import results
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path("/tmp/report.png")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    driver_path = shutil.which("chromedriver")
+    if not Path(CHROMIUM).exists() or driver_path is None:
+        pytest.fail("chromium or chromedriver missing: run scripts/install-chromium.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1100,1400",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_report_renders_in_a_real_browser(browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    index = write_report(results(), tmp_path / "report")
+    browser.get(index.as_uri())
+    assert browser.execute_script("return document.readyState") == "complete"
+    assert browser.title.startswith("Evaluation: loving")
+    headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+    assert headings == list(SECTIONS)
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
+    assert len(images) == 7
+    for src, complete, width in images:
+        assert complete and width > 0, f"{src} did not load"
+    # the full page, for a person to look at
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1100, height)
+    assert browser.save_screenshot(str(SCREENSHOT))
