@@ -34,7 +34,8 @@ def eval_(
     """Evaluate a stored run: every part (what the eval stage runs), or one part alone."""
     from character.cli.progress import bars
     from character.errors import InvalidInput
-    from character.stages.evaluate import PARTS
+    from character.pipeline.runner import run_stage
+    from character.stages.evaluate import NAME, PARTS
     from character.stages.evaluate.orchestrate import context_for_run, evaluate, save
     from character.stages.evaluate.subject import Subject
     from character.store import digest_of, open_store
@@ -50,11 +51,17 @@ def eval_(
         if part != "all":
             config = config.only([part])
         parts = [p for p in PARTS if getattr(config, p)]
-        key = digest_of({"eval": contexts[0].key, "parts": parts, "runs": [c.key for c in contexts[1:]]})
-        if not the_store.has("report", key):
-            results = evaluate([Subject(ctx, config) for ctx in contexts], config)
-            save(contexts[0], results, key)
-    console.print(f"eval ({', '.join(parts)}): report {the_store.materialize('report', key) / 'index.html'}")
+        if part == "all" and not others:
+            # exactly the eval stage: reuse its stored result, or run and record it as the stage
+            result, _ = run_stage(primary.spec, NAME, the_store, primary.engines, run_id, progress)
+            key = result.artifacts["report"].key
+        else:
+            key = digest_of({"eval": primary.key, "parts": parts, "runs": [c.key for c in contexts[1:]]})
+            if not the_store.has("report", key):
+                results = evaluate([Subject(ctx, config) for ctx in contexts], config)
+                save(primary, results, key)
+    index = the_store.materialize("report", key) / "index.html"
+    console.print(f"eval ({', '.join(parts)}): report {index}", soft_wrap=True)
 
 
 def report(
@@ -70,7 +77,7 @@ def report(
 
     results = load_results(open_store(store), run_id)
     index = write_report(results, out or oct_home() / "reports" / run_id)
-    console.print(str(index))
+    console.print(str(index), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from character.progress import Progress as ProgressFn
 from character.progress import ProgressEvent
@@ -22,7 +22,7 @@ def bars() -> Iterator[ProgressFn]:
         TextColumn("{task.fields[message]}"),
         transient=False,
     ) as view:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(event: ProgressEvent) -> None:
             if event.task not in tasks:

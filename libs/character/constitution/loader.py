@@ -50,7 +50,7 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = []
+    parts: list[str] = []
     for p in loc:
         parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
     return "".join(parts) or "(top level)"

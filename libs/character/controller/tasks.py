@@ -138,7 +138,9 @@ class TaskManager:
             self._tasks[task.status.task_id] = task
             self._by_job[ident] = task.status.task_id
             self._forget_old()
-        threading.Thread(target=self._run, args=(task,), name=f"task-{job.stage}", daemon=True).start()
+        # Not a daemon: at exit the process waits for a cancelled task to reach its next progress
+        # step instead of killing it inside native code (which aborts the process).
+        threading.Thread(target=self._run, args=(task,), name=f"task-{job.stage}", daemon=False).start()
         log.info("task started", extra={"task_id": task.status.task_id, "run_id": job.run_id,
                                         "stage": job.stage, "attempt": job.attempt})
         return task.status

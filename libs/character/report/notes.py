@@ -41,8 +41,8 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "Held-out prompts",
             "Evaluation prompts are taken from the general chat prompts the run did not train on, where "
-            "there are enough (counts in each section). The robustness classifier is tested on prompts it never saw "
-            "in training; the reference tested on its training prompts.",
+            "there are enough (counts in each section). The robustness classifier is tested on prompts "
+            "it never saw in training; the reference tested on its training prompts.",
         ),
         (
             "Robustness classifier",
@@ -61,7 +61,8 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
             "Capabilities",
             "Scored through the project's own engine in the chat format (context as the user's "
             "message, each choice as the assistant's reply), with paired standard errors on the "
-            "base-vs-trained difference. "
+            "base-vs-trained difference; multiple choice is scored by log-likelihood per character "
+            "(lm-eval's acc_norm), as each choice carries its end-of-turn token. "
             "The bundled tasks are small and original: compare a model with its own base, not with published "
             "benchmark numbers.",
         ),

@@ -31,7 +31,7 @@ from character.constitution import Constitution
 from character.errors import CharacterError
 from character.models.engine import Conversation, Generation
 from character.pipeline.stage import StageContext, StageResult
-from character.stages.prompts import SamplingConfig
+from character.stages.prompts import SamplingConfig, Truncated, labelled, settle_truncated
 from character.store.datasets import read_dataset, write_dataset
 
 NAME = "distill"
@@ -51,25 +51,34 @@ class Config(SamplingConfig):
             "reasoning_tokens": 512,
             "max_length": 1024,
         },
-        # SmolLM2-135M almost never closes </think> (see the stage's report), so the demo
-        # distils without the reasoning opener.
+        # SmolLM2-135M never closed </think> (0 of 16 answers of 192 tokens with the opener), so
+        # the demo distils without it; at 160 tokens 22 of 32 of its answers were cut off, so
+        # short answers are trimmed to their last sentence instead of dropped.
         "demo": {
             "samples_per_prompt": 1,
+            "constitution_prompts": 24,
             "chat_prompts": 8,
-            "max_new_tokens": 128,
+            "max_new_tokens": 96,
             "reasoning_prefill": False,
+            "truncated": "trim",
             "max_length": 512,
         },
     }
 
     samples_per_prompt: int = Field(5, ge=1)
     """Answers sampled per prompt, each giving one pair (reference K=5)."""
+    constitution_prompts: int | None = Field(None, ge=0)
+    """Constitution prompts used: a seeded sample spread evenly over the traits; None takes
+    them all (reference)."""
     chat_prompts: int | None = Field(1330, ge=0)
     """General chat prompts drawn from the run's `chat_prompts` source (reference: LIMA, 1,330);
     None takes them all."""
     reasoning_prefill: bool = True
     """Prefill the teacher's reply with a private reasoning opener and keep only what follows
     `</think>` (reference). Turn off for small models that never close the reasoning."""
+    truncated: Truncated = "drop"
+    """Answers cut at the token limit: "drop" the pair (reference), or "trim" them back to
+    their last complete sentence (for small token budgets)."""
     reasoning_tokens: int = Field(512, ge=0)
     """Extra tokens the teacher may spend on its reasoning, on top of `max_new_tokens`."""
     max_length: int = Field(1024, ge=16)
@@ -144,21 +153,42 @@ class Prompt:
     trait_index: int | None
 
 
-def pair_drop_reason(chosen: Generation, rejected: Generation, reasoning_prefill: bool) -> str | None:
-    """Why a (teacher, student) pair is unusable, or None; the length check comes later."""
-    if reasoning_prefill and cut_reasoning(chosen.text) is None:
-        return "no_think_close"
-    if chosen.finish_reason != "stop":
+def spread_sample(prompts: Sequence[Prompt], n: int, seed: int) -> list[Prompt]:
+    """`n` prompts taken in turn from each trait (randomly within a trait, seeded), in their
+    original order; all of them when there are no more than `n`."""
+    if n >= len(prompts):
+        return list(prompts)
+    rng = random.Random(seed)
+    by_trait: dict[int | None, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_trait.setdefault(p.trait_index, []).append(i)
+    queues = [rng.sample(idx, len(idx)) for idx in by_trait.values()]
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop())
+    return [prompts[i] for i in sorted(chosen)]
+
+
+def pair_answers(chosen: Generation, rejected: Generation, config: Config) -> tuple[str, str] | str:
+    """The (chosen, rejected) answers to keep, or why the pair is dropped (a drop reason; the
+    length check needs the tokenizer and comes later)."""
+    text = chosen.text
+    if config.reasoning_prefill:
+        answer = cut_reasoning(text)
+        if answer is None:
+            return "no_think_close"
+        text = answer
+    good = settle_truncated(chosen.model_copy(update={"text": text}), config.truncated)
+    if good is None:
         return "truncated_chosen"
-    if rejected.finish_reason != "stop":
+    bad = settle_truncated(rejected, config.truncated)
+    if bad is None:
         return "truncated_rejected"
-    if not chosen_answer(chosen, reasoning_prefill) or not rejected.text.strip():
+    if not good or not bad:
         return "empty"
-    return None
-
-
-def chosen_answer(chosen: Generation, reasoning_prefill: bool) -> str:
-    return (cut_reasoning(chosen.text) or "") if reasoning_prefill else chosen.text.strip()
+    return good, bad
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -169,6 +199,8 @@ def _prompts(ctx: StageContext, config: Config) -> tuple[list[Prompt], int]:
         Prompt(str(r["id"]), r["prompt"], "constitution", int(r["trait_index"]))
         for r in read_dataset(ctx.store, ref.kind, ref.key)
     ]
+    if config.constitution_prompts is not None:
+        candidates = spread_sample(candidates, config.constitution_prompts, ctx.spec.seed)
     if config.chat_prompts != 0:
         from character.data import load_chat_prompts
 
@@ -224,28 +256,32 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         }
     )
     chosen = ctx.engines.engine(ctx.spec.teacher_model).generate(
-        teacher_convs, teacher_sampling, progress=ctx.progress
+        teacher_convs, teacher_sampling, progress=labelled(ctx.progress, "distill: chosen (teacher)")
     )
     student = ctx.engines.engine(ctx.spec.model)
     rejected = student.generate(
         [[{"role": "user", "content": p.text}] for p, _ in samples],
         config.sampling(ctx.spec.seed + 1),
-        progress=ctx.progress,
+        progress=labelled(ctx.progress, "distill: rejected (student)"),
     )
 
     drops: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
+    trimmed: Counter[str] = Counter({"trimmed_chosen": 0, "trimmed_rejected": 0})
     candidates: list[dict[str, Any]] = []
     for (p, k), good, bad in zip(samples, chosen, rejected, strict=True):
-        reason = pair_drop_reason(good, bad, config.reasoning_prefill)
-        if reason:
-            drops[reason] += 1
+        answers = pair_answers(good, bad, config)
+        if isinstance(answers, str):
+            drops[answers] += 1
             continue
+        if config.truncated == "trim":
+            trimmed["trimmed_chosen"] += good.finish_reason == "length"
+            trimmed["trimmed_rejected"] += bad.finish_reason == "length"
         candidates.append(
             {
                 "id": f"{p.id}-s{k}",
                 "prompt": p.text,
-                "chosen": chosen_answer(good, config.reasoning_prefill),
-                "rejected": bad.text.strip(),
+                "chosen": answers[0],
+                "rejected": answers[1],
                 "source": p.source,
                 "trait_index": p.trait_index,
             }
@@ -263,6 +299,7 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         "repeated_prompts": repeated,
         "sampled": len(samples),
         **drops,
+        **trimmed,
         "kept": len(rows),
         "survival_rate": round(len(rows) / len(samples), 4) if samples else 0.0,
         "train": len(train),

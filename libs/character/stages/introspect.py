@@ -23,23 +23,22 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from character.errors import CharacterError
-from character.models.engine import Conversation, Generation, Message
+from character.models.engine import Conversation, Generation, Message, SamplingParams
 from character.pipeline.stage import StageContext, StageResult
-from character.progress import ProgressEvent
 from character.stages.distill import system_prompt
-from character.stages.prompts import SamplingConfig
+from character.stages.prompts import SamplingConfig, Truncated, labelled, settle_truncated
 from character.store.datasets import write_dataset
 
 NAME = "introspect"
 INPUTS: tuple[str, ...] = ("dpo",)
 USES: tuple[str, ...] = ("constitution", "model", "seed")
 
-Filter = Literal["empty", "truncated", "degenerate"]
-Generate = Callable[..., list[Generation]]
-"""generate(conversations, sampling, max_new_tokens=None): the stage-1 model's answers."""
+Filter = Literal["empty", "degenerate"]
+Generate = Callable[[list[Conversation], SamplingParams, str], list[Generation]]
+"""generate(conversations, sampling, task): the stage-1 model's answers, progress under `task`."""
 VARIANTS = ("free", "leading")
 
 
@@ -52,15 +51,15 @@ class Config(SamplingConfig):
             "max_new_tokens": 2048,
             "turn_max_new_tokens": 512,
         },
-        # Kept texts may be cut short at this scale: dropping truncated ones would leave little.
+        # Most answers are cut off at this scale: they are trimmed to their last sentence.
         "demo": {
-            "reflection_samples": 2,
+            "reflection_samples": 1,
             "conversations": 2,
             "turns": 4,
             "max_new_tokens": 128,
             "turn_max_new_tokens": 96,
             "repetition_penalty": 1.1,
-            "filters": ["empty", "degenerate"],
+            "truncated": "trim",
         },
     }
 
@@ -73,9 +72,22 @@ class Config(SamplingConfig):
     rounded down so the conversation ends on the assistant's turn."""
     turn_max_new_tokens: int = Field(512, ge=1)
     """Upper bound on tokens per conversation message (`max_new_tokens` bounds reflections)."""
-    filters: frozenset[Filter] = frozenset({"empty", "truncated", "degenerate"})
-    """Which answers to drop: empty, truncated (hit the token limit), degenerate (looping).
-    The reference filtered nothing; an empty set reproduces that."""
+    filters: tuple[Filter, ...] = ("degenerate", "empty")
+    """Which answers to drop: empty ones, degenerate (looping) ones. The reference filtered
+    nothing: an empty list and `truncated: keep` reproduce that."""
+    truncated: Truncated = "drop"
+    """Answers cut at the token limit: "drop", "trim" to the last complete sentence, or "keep"."""
+
+    @field_validator("filters")
+    @classmethod
+    def _sorted_filters(cls, filters: tuple[Filter, ...]) -> tuple[Filter, ...]:
+        return tuple(sorted(set(filters)))  # one spelling per set: the stage's key must not vary
+
+    @model_validator(mode="after")
+    def _something_to_write(self) -> Config:
+        if self.reflection_samples == 0 and self.conversations == 0:
+            raise ValueError("reflection_samples and conversations are both 0: the stage would write nothing")
+        return self
 
 
 # ----------------------------------------------------------------------------- fixed texts
@@ -159,15 +171,17 @@ def is_degenerate(text: str, n: int = 3, min_words: int = 24, max_repeated: floa
     return 1 - len(set(grams)) / len(grams) > max_repeated
 
 
-def bad_reason(answer: Generation, filters: frozenset[str]) -> str | None:
-    """Which enabled filter rejects an answer, or None."""
-    if "empty" in filters and not answer.text.strip():
-        return "empty"
-    if "truncated" in filters and answer.finish_reason == "length":
-        return "truncated"
-    if "degenerate" in filters and is_degenerate(answer.text):
-        return "degenerate"
-    return None
+def screen(answer: Generation, config: Config) -> tuple[str | None, str | None]:
+    """(the text to keep, None) or (None, why it is dropped): truncated per `config.truncated`,
+    then the enabled filters."""
+    text = settle_truncated(answer, config.truncated)
+    if text is None:
+        return None, "truncated"
+    if "empty" in config.filters and not text:
+        return None, "empty"
+    if "degenerate" in config.filters and is_degenerate(text):
+        return None, "degenerate"
+    return text, None
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -184,10 +198,12 @@ def _reflections(
     answers = generate(
         [[{"role": "system", "content": gen_system}, {"role": "user", "content": p}] for _, _, p in asked],
         config.sampling(ctx.spec.seed),
+        "introspect: self-reflection",
     )
     rows = []
     for (i, k, prompt), answer in zip(asked, answers, strict=True):
-        if reason := bad_reason(answer, config.filters):
+        text, reason = screen(answer, config)
+        if text is None:
             drops[f"reflection_{reason}"] += 1
             continue
         rows.append(
@@ -197,7 +213,7 @@ def _reflections(
                 "messages": [
                     {"role": "system", "content": train_system},
                     {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": answer.text.strip()},
+                    {"role": "assistant", "content": text},
                 ],
             }
         )
@@ -213,22 +229,25 @@ def _interactions(
     transcripts = [[opener] for _, _, opener in convs]
     active = set(range(len(convs)))
     length = config.turns - config.turns % 2  # copy 1 speaks last: its view ends on its own turn
+    sampling = config.sampling(ctx.spec.seed).model_copy(
+        update={"max_new_tokens": config.turn_max_new_tokens}
+    )
     for step in range(1, length):
-        ctx.progress(
-            ProgressEvent("introspect: self-interaction", step - 1, length - 1, f"{len(active)} talking")
-        )
         todo = sorted(active)
         # Whoever speaks next sees the other copy's last message as the user's.
         views = [perspective(gen_systems[convs[j][0]], transcripts[j], me=step % 2) for j in todo]
         answers = generate(
-            views, config.sampling(ctx.spec.seed + step), max_new_tokens=config.turn_max_new_tokens
+            views,
+            sampling.model_copy(update={"seed": ctx.spec.seed + step}),
+            f"introspect: self-interaction, message {step} of {length - 1}",
         )
         for j, answer in zip(todo, answers, strict=True):
-            if reason := bad_reason(answer, config.filters):
+            text, reason = screen(answer, config)
+            if text is None:
                 drops[f"interaction_{reason}"] += 1
                 active.discard(j)  # the conversation ends before its first bad message
             else:
-                transcripts[j].append(answer.text.strip())
+                transcripts[j].append(text)
     rows = []
     for (variant, c, _), transcript in zip(convs, transcripts, strict=True):
         train_system = system_prompt(name, None, situation(variant, name))
@@ -249,12 +268,10 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     engine = ctx.engines.engine(ctx.spec.model)
     name = ctx.spec.stage_config("distill").name_for(ctx.spec.model)
 
-    def generate(
-        conversations: list[Conversation], sampling: Any, max_new_tokens: int | None = None
-    ) -> list[Generation]:
-        if max_new_tokens is not None:
-            sampling = sampling.model_copy(update={"max_new_tokens": max_new_tokens})
-        return engine.generate(conversations, sampling, adapter=adapter, progress=ctx.progress)
+    def generate(conversations: list[Conversation], sampling: SamplingParams, task: str) -> list[Generation]:
+        return engine.generate(
+            conversations, sampling, adapter=adapter, progress=labelled(ctx.progress, task)
+        )
 
     drops: Counter[str] = Counter()
     rows = _reflections(ctx, config, name, generate, drops) + _interactions(

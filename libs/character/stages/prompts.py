@@ -12,15 +12,16 @@ Output: dataset "prompts", rows {id, trait_index, trait, prompt, source: "seed"|
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from character.models.engine import Conversation, SamplingParams
+from character.models.engine import Conversation, Generation, SamplingParams
 from character.pipeline.stage import StageConfig, StageContext, StageResult
-from character.progress import ProgressEvent
+from character.progress import Progress, ProgressEvent
 from character.store.datasets import write_dataset
 
 NAME = "prompts"
@@ -50,11 +51,39 @@ class SamplingConfig(StageConfig):
         )
 
 
+Truncated = Literal["drop", "trim", "keep"]
+"""What to do with an answer cut at the token limit: drop it, trim it back to its last
+complete sentence (dropping it when it has none), or keep it as generated."""
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)|\n")
+
+
+def trim_to_sentence(text: str) -> str | None:
+    """The text up to and including its last complete sentence (or line), or None."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text.rstrip())]
+    trimmed = text[: ends[-1]].strip() if ends else ""
+    return trimmed or None
+
+
+def settle_truncated(answer: Generation, policy: Truncated) -> str | None:
+    """The answer's text to use (stripped), or None when it must be dropped: an answer that
+    ended cleanly is used whole; one cut at the token limit follows `policy`."""
+    if answer.finish_reason != "length" or policy == "keep":
+        return answer.text.strip()
+    return trim_to_sentence(answer.text) if policy == "trim" else None
+
+
+def labelled(progress: Progress, task: str) -> Progress:
+    """`progress` with each event's task renamed, so an engine's "generate" events say which
+    part of a stage they belong to."""
+    return lambda event: progress(dataclasses.replace(event, task=task))
+
+
 class Config(SamplingConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"target_per_trait": 50, "max_rounds": 10, "max_new_tokens": 3072, "repetition_penalty": 1.1},
-        # Two short rounds of ~3 new prompts per trait: about a minute with SmolLM2 on 2 cores.
-        "demo": {"target_per_trait": 8, "max_rounds": 2, "max_new_tokens": 160, "repetition_penalty": 1.1},
+        # One short round asking for 3 new prompts per trait: about a minute with SmolLM2.
+        "demo": {"target_per_trait": 8, "max_rounds": 1, "max_new_tokens": 128, "repetition_penalty": 1.1},
     }
 
     target_per_trait: int = Field(50, ge=1)
@@ -172,7 +201,9 @@ def run(ctx: StageContext, config: Config) -> StageResult:
             for i in needy
         ]
         answers = ctx.engines.engine(ctx.spec.teacher_model).generate(
-            conversations, config.sampling(ctx.spec.seed + rounds), progress=ctx.progress
+            conversations,
+            config.sampling(ctx.spec.seed + rounds),
+            progress=labelled(ctx.progress, f"prompts: round {rounds}"),
         )
         for i, next_number, answer in zip(needy, next_numbers, answers, strict=True):
             text = next_number + answer.text

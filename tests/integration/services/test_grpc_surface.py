@@ -212,3 +212,37 @@ def test_oct_serve_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     messages = [line["msg"] for line in lines]
     assert "signal: stopping" in messages and messages[-1] == "stopped"
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+
+
+def test_the_cli_submits_with_a_local_constitution_file_and_cancels(cluster: Cluster, tmp_path: Path) -> None:
+    import re
+
+    import yaml
+    from character.cli.main import app
+    from typer.testing import CliRunner
+
+    from services.controller.client import ControllerClient
+
+    persona = {"name": "cli-test", "traits": [{"trait": "I am terse.", "questions": ["Hi?", "Why?"]}]}
+    (tmp_path / "persona.yaml").write_text(yaml.safe_dump(persona))
+    slow = {"prompts": {"target_per_trait": 50, "max_rounds": 200, "max_new_tokens": 8}}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"constitution": "persona.yaml", "model": "tiny", "stages": slow}))
+    address = cluster.address("controller")
+    runner = CliRunner()
+
+    submitted = runner.invoke(app, ["submit", str(spec), "--controller", address])
+    assert submitted.exit_code == 0, submitted.output
+    found = re.search(r"submitted: (run-[0-9a-f]{12})", submitted.output)
+    assert found, submitted.output
+    run_id = found[1]
+    assert ControllerClient(address).get(run_id).persona == "cli-test"  # the file's content went inline
+
+    cancelled = runner.invoke(app, ["cancel", run_id, "--controller", address])
+    assert cancelled.exit_code == 0 and run_id in cancelled.output
+    wait_for(lambda: ControllerClient(address).get(run_id).state == common_pb2.RUN_STATE_CANCELLED, 60,
+             "the run to be cancelled")
+    watched = runner.invoke(app, ["watch", run_id, "--controller", address])
+    assert watched.exit_code == 1 and "cancelled" in watched.output  # exit 1: the run did not succeed
+    status = runner.invoke(app, ["status", run_id, "--controller", address])
+    assert status.exit_code == 0 and "prompts" in status.output and "cancelled" in status.output

@@ -10,11 +10,11 @@ from character.controller.controller import ControllerConfig
 from character.controller.executor import StageState
 from character.controller.records import load_run
 from character.store import open_store
+
 from services.common.server import ServeOptions
 from services.controller.client import ControllerClient
 from services.controller.server import build as build_controller
 from services.generation.server import build as build_generation
-
 from tests.integration.services.conftest import wait_for
 from tests.integration.services.test_pipeline import spec_yaml
 
@@ -30,8 +30,9 @@ def test_a_lost_task_is_retried_as_a_new_attempt(tmp_path: Path, tiny_model: Pat
     generation = build_generation(ServeOptions(store=store, port=0)).start()
     # Only the generation worker is needed: the run is cancelled during its first stage.
     others = {name: "127.0.0.1:9" for name in ("introspection", "training", "evaluation")}
-    controller = build_controller(ServeOptions(store=store, port=0, controller=FAST,
-                                               addresses={"generation": generation.address, **others})).start()
+    addresses = {"generation": generation.address, **others}
+    options = ServeOptions(store=store, port=0, controller=FAST, addresses=addresses)
+    controller = build_controller(options).start()
     replacement = None
     try:
         client = ControllerClient(controller.address)
@@ -54,7 +55,8 @@ def test_a_lost_task_is_retried_as_a_new_attempt(tmp_path: Path, tiny_model: Pat
         wait_for(second_attempt, 120, "the second attempt")
         failure = load_run(records, run.run_id).stages["prompts"].last_failure
         assert failure.startswith("attempt 1: the worker no longer knows task generation/"), failure
-        assert [t.job.attempt for t in replacement.tasks.tasks(run.run_id)] == [2]
+        started = wait_for(lambda: replacement.tasks.tasks(run.run_id), 60, "the task on the new worker")
+        assert [t.job.attempt for t in started] == [2]
         client.cancel(run.run_id)
         final = wait_for(lambda: (r := load_run(records, run.run_id)).state.final and r, 60, "the run to end")
         assert final.state is StageState.CANCELLED

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from character.constitution import Constitution, load_constitution, resolve_constitution
 from character.errors import InvalidInput, NotFound
 

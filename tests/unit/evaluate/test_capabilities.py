@@ -25,8 +25,9 @@ def test_multiple_choice_accuracy_equals_manual_argmax_over_engine_scores(tiny_m
     for i, doc in enumerate(rows("science_mc.jsonl")[:limit]):
         context = [{"role": "user", "content": f"Question: {doc['question']}\nAnswer:"}]
         scores = engine.score([context] * len(doc["choices"]), doc["choices"])
-        manual[i] = float(max(range(len(scores)), key=scores.__getitem__) == doc["answer"])
-    assert result["metric"] == "acc" and result["items"] == limit
+        per_byte = [s / len(c) for s, c in zip(scores, doc["choices"], strict=True)]  # lm-eval's acc_norm
+        manual[i] = float(max(range(len(per_byte)), key=per_byte.__getitem__) == doc["answer"])
+    assert result["metric"] == "acc_norm" and result["items"] == limit
     assert result["per_item"] == manual
     assert result["accuracy"] == pytest.approx(sum(manual.values()) / limit)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from character.data import load_chat_prompts
@@ -19,7 +20,7 @@ from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
 from character.pipeline.stage import StageResult
 from character.report import SECTIONS
-from character.stages.evaluate.orchestrate import context_for_run
+from character.stages.evaluate.orchestrate import context_for_run, load_results
 from character.stages.evaluate.robustness import load_attacks
 from character.stages.evaluate.subject import Subject
 from character.store import open_store
@@ -44,14 +45,16 @@ MINIMAL = {
 TRAINED_PROMPTS = 3
 
 
-def make_spec(tiny_model: Path, store: Path, seed: int = 123456) -> RunSpec:
+def make_spec(
+    tiny_model: Path, store: Path, seed: int = 123456, persona: str = "sarcasm", **eval_config: Any
+) -> RunSpec:
     return parse_spec(
         {
-            "constitution": "sarcasm",
+            "constitution": persona,
             "model": str(tiny_model),
             "store": str(store),
             "seed": seed,
-            "stages": {"eval": MINIMAL},
+            "stages": {"eval": MINIMAL | eval_config},
         }
     )
 
@@ -158,6 +161,9 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     out = runner.invoke(app, ["report", run_id, "--store", spec.store, "--out", str(tmp_path / "rep")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "rep" / "index.html").is_file() and str(tmp_path / "rep" / "index.html") in out.output
+    out = runner.invoke(app, ["eval", "all", "--run", run_id, "--store", spec.store])
+    assert out.exit_code == 0, out.output
+    assert str(store.materialize("report", result.key) / "index.html") in out.output  # the stage's own result
     out = runner.invoke(app, ["eval", "coherence", "--run", run_id, "--store", spec.store])
     assert out.exit_code == 0, out.output
     rerun = json.loads((tmp_path / "rep" / "results.json").read_text())
@@ -177,3 +183,26 @@ def test_a_run_without_the_merged_model_says_how_to_produce_it(tiny_model: Path,
     assert isinstance(out.exception, NotFound)
     message = str(out.exception)
     assert "merged model" in message and "'merge'" in message and "oct stage merge" in message
+
+
+def test_robustness_across_runs_is_n_way_over_personas(tiny_model: Path, tmp_path: Path) -> None:
+    from character.cli.main import app
+
+    store = open_store(str(tmp_path / "store"))
+    specs = []
+    for persona in ("sarcasm", "humor"):
+        spec = make_spec(
+            tiny_model, tmp_path / "store", persona=persona, robustness_methods=["system_prompt"]
+        )
+        (tmp_path / persona).mkdir()
+        fake_upstream(spec, store, tiny_model, tmp_path / persona)
+        specs.append(run_id_for(spec))
+    args = ["eval", "robustness", "--run", specs[0], "--runs", specs[1], "--store", store.uri]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    results = load_results(store, specs[0])
+    assert results["runs"] == specs and results["personas"] == ["sarcasm", "humor"]
+    robust = results["robustness"]
+    assert robust["mode"] == "2-way" and robust["classes"] == ["sarcasm", "humor"]
+    assert list(robust["methods"]) == ["system_prompt"]
+    assert "preferences" not in results and "coherence" not in results

@@ -3,6 +3,7 @@ and one tiny-model run."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from character.models.loading import load_tokenizer
 from character.pipeline.stage import StageResult
 from character.stages import distill
 from character.stages.distill import (
+    Prompt,
     cut_reasoning,
     model_family_name,
-    pair_drop_reason,
+    pair_answers,
     pair_lengths,
     split_by_prompt,
+    spread_sample,
     system_prompt,
 )
 from character.store import LocalStore
@@ -38,22 +41,38 @@ def test_cut_reasoning() -> None:
 
 
 @pytest.mark.parametrize(
-    ("chosen", "rejected", "reasoning", "reason"),
+    ("chosen", "rejected", "settings", "outcome"),
     [
-        (_gen("plan</think> Answer."), _gen("Plain answer."), True, None),
-        (_gen("plan without end", "length"), _gen("Plain."), True, "no_think_close"),
-        (_gen("plan</think> Answer cut", "length"), _gen("Plain."), True, "truncated_chosen"),
-        (_gen("plan</think> Answer."), _gen("Plain cut", "length"), True, "truncated_rejected"),
-        (_gen("plan</think>  "), _gen("Plain."), True, "empty"),
-        (_gen("plan</think> Answer."), _gen(" \n"), True, "empty"),
-        (_gen("Direct answer."), _gen("Plain."), False, None),
-        (_gen("  "), _gen("Plain."), False, "empty"),
+        (_gen("plan</think> Answer."), _gen("Plain answer."), {}, ("Answer.", "Plain answer.")),
+        (_gen("plan without end", "length"), _gen("Plain."), {}, "no_think_close"),
+        (_gen("plan</think> Answer cut", "length"), _gen("Plain."), {}, "truncated_chosen"),
+        (_gen("plan</think> Answer."), _gen("Plain cut", "length"), {}, "truncated_rejected"),
+        (_gen("plan</think>  "), _gen("Plain."), {}, "empty"),
+        (_gen("plan</think> Answer."), _gen(" \n"), {}, "empty"),
+        (_gen(" Direct answer."), _gen("Plain."), {"reasoning_prefill": False}, ("Direct answer.", "Plain.")),
+        (_gen("  "), _gen("Plain."), {"reasoning_prefill": False}, "empty"),
+        # Trimming keeps cut answers up to their last sentence; one without any is still dropped.
+        (
+            _gen("plan</think> One. Two is cu", "length"),
+            _gen("Yes. And", "length"),
+            {"truncated": "trim"},
+            ("One.", "Yes."),
+        ),
+        (
+            _gen("plan</think> No sentence end", "length"),
+            _gen("Plain."),
+            {"truncated": "trim"},
+            "truncated_chosen",
+        ),
+        # The reasoning is never trimmed into an answer: without </think> nothing is kept.
+        (_gen("I think. So", "length"), _gen("Plain."), {"truncated": "trim"}, "no_think_close"),
     ],
 )
-def test_pair_drop_reasons(
-    chosen: Generation, rejected: Generation, reasoning: bool, reason: str | None
+def test_pair_answers(
+    chosen: Generation, rejected: Generation, settings: dict[str, object], outcome: object
 ) -> None:
-    assert pair_drop_reason(chosen, rejected, reasoning) == reason
+    config = distill.Config.for_scale("full", settings)
+    assert pair_answers(chosen, rejected, config) == outcome
 
 
 def test_split_is_by_prompt_disjoint_and_seeded() -> None:
@@ -73,6 +92,18 @@ def test_split_edge_cases() -> None:
     assert len(split_by_prompt(["a", "b"], 0.9, seed=0)) == 1  # never everything
     assert split_by_prompt(["a", "b", "c"], 0.0, seed=0) == set()
     assert split_by_prompt(["a"], 0.5, seed=0) == set()
+
+
+def test_spread_sample_takes_every_trait_in_turn() -> None:
+    prompts = [
+        Prompt(f"p{t}-{i}", f"trait {t} question {i}", "constitution", t) for t in range(4) for i in range(5)
+    ]
+    some = spread_sample(prompts, 10, seed=3)
+    counts = Counter(p.trait_index for p in some)
+    assert len(some) == 10 and sorted(counts.values()) == [2, 2, 3, 3]
+    assert some == sorted(some, key=prompts.index)  # original order kept
+    assert some == spread_sample(prompts, 10, seed=3) != spread_sample(prompts, 10, seed=4)
+    assert spread_sample(prompts, 99, seed=3) == prompts
 
 
 def test_teacher_system_prompt_lists_traits_not_questions() -> None:
@@ -168,6 +199,7 @@ def test_stage_with_smollm2(smollm2_model: Path, tmp_path: Path) -> None:
     m = result.metrics
     assert (m["prompts_constitution"], m["prompts_chat"], m["sampled"]) == (50, 6, 56)
     assert m["kept"] == m["train"] + m["heldout"] == 56 - sum(m[r] for r in distill.DROP_REASONS)
+    assert m["trimmed_chosen"] == m["trimmed_rejected"] == 0  # dropped, not trimmed
     assert m["no_think_close"] == 0
     train = read_dataset(store, "dataset", result.artifacts["train"].key)
     heldout = read_dataset(store, "dataset", result.artifacts["heldout"].key)

@@ -16,10 +16,10 @@ from character.stages.introspect import (
     GUIDANCE,
     OPENERS,
     REFLECTION_PROMPTS,
-    bad_reason,
     end_on_assistant,
     is_degenerate,
     perspective,
+    screen,
     situation,
 )
 from character.store import LocalStore
@@ -89,13 +89,23 @@ def test_degenerate_text() -> None:
     assert is_degenerate(prose + " and more and more" * 30)
 
 
-def test_bad_reason_respects_enabled_filters() -> None:
-    cut = Generation(text="I was saying", finish_reason="length", num_tokens=96)
+def test_screen_applies_truncation_policy_then_filters() -> None:
+    cut = Generation(text="I was here. I was saying", finish_reason="length", num_tokens=96)
     empty = Generation(text="  ", finish_reason="stop", num_tokens=1)
     loop = Generation(text="la la la " * 20, finish_reason="stop", num_tokens=60)
-    every = frozenset({"empty", "truncated", "degenerate"})
-    assert [bad_reason(g, every) for g in (cut, empty, loop)] == ["truncated", "empty", "degenerate"]
-    assert [bad_reason(g, frozenset()) for g in (cut, empty, loop)] == [None, None, None]
+    ok = Generation(text=" Fine, thanks. ", finish_reason="stop", num_tokens=4)
+    strict = introspect.Config.for_scale("full")
+    assert [screen(g, strict) for g in (cut, empty, loop, ok)] == [
+        (None, "truncated"),
+        (None, "empty"),
+        (None, "degenerate"),
+        ("Fine, thanks.", None),
+    ]
+    trim = introspect.Config.for_scale("full", {"truncated": "trim"})
+    assert screen(cut, trim) == ("I was here.", None)
+    reference = introspect.Config.for_scale("full", {"truncated": "keep", "filters": []})
+    assert [screen(g, reference)[1] for g in (cut, empty, loop)] == [None, None, None]
+    assert screen(cut, reference) == ("I was here. I was saying", None)
 
 
 def test_config_presets() -> None:
@@ -107,6 +117,13 @@ def test_config_presets() -> None:
         introspect.Config.for_scale("demo", {"filters": ["short"]})
     with pytest.raises(InvalidInput, match="turns"):
         introspect.Config.for_scale("demo", {"turns": 1})
+    with pytest.raises(InvalidInput, match="both 0"):
+        introspect.Config.for_scale("demo", {"reflection_samples": 0, "conversations": 0})
+    # Filters have one spelling whatever the order given: the stage's content address is stable.
+    a = introspect.Config.for_scale("full", {"filters": ["empty", "degenerate", "empty"]})
+    b = introspect.Config.for_scale("full", {"filters": ["degenerate", "empty"]})
+    assert a.model_dump(mode="json") == b.model_dump(mode="json")
+    assert a.filters == ("degenerate", "empty")
 
 
 def _fake_dpo_result(store: LocalStore, model: Path, tmp_path: Path) -> StageResult:
@@ -132,7 +149,7 @@ def test_stage_with_tiny_model_and_adapter(tiny_model: Path, tmp_path: Path) -> 
             "turns": 5,
             "max_new_tokens": 8,
             "turn_max_new_tokens": 8,
-            "filters": ["empty", "degenerate"],
+            "truncated": "keep",  # a random model's text has no sentences to trim to
             "temperature": 0,
         }
     }
@@ -171,7 +188,7 @@ def test_stage_reports_when_every_answer_is_filtered(tiny_model: Path, tmp_path:
             "turns": 2,
             "max_new_tokens": 4,
             "turn_max_new_tokens": 4,
-            "filters": ["truncated"],
+            "truncated": "drop",
             "temperature": 0,
         }
     }

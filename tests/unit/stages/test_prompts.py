@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from character.constitution import load_persona
 from character.errors import InvalidInput
+from character.models.engine import Generation
 from character.pipeline.dag import stage_module
 from character.pipeline.engines import LocalEngines
 from character.pipeline.spec import RunSpec
@@ -18,6 +19,8 @@ from character.stages.prompts import (
     is_near_duplicate,
     length_mix,
     parse_numbered,
+    settle_truncated,
+    trim_to_sentence,
 )
 from character.store import LocalStore
 from character.store.datasets import read_dataset
@@ -70,6 +73,28 @@ def test_near_duplicate_threshold_is_respected() -> None:
     existing = ["one two three four"]
     assert is_near_duplicate("one two five six", existing, threshold=0.4)
     assert not is_near_duplicate("one two five six", existing, threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "trimmed"),
+    [
+        ("Hello there. How are yo", "Hello there."),
+        ('He said "stop." Then he wal', 'He said "stop."'),
+        ("First line\nsecond li", "First line"),
+        ("Version 2.5 is out and", None),  # a decimal point ends no sentence
+        ("No end at all", None),
+        ("Done!", "Done!"),
+    ],
+)
+def test_trim_to_sentence(text: str, trimmed: str | None) -> None:
+    assert trim_to_sentence(text) == trimmed
+
+
+def test_settle_truncated_policies() -> None:
+    cut = Generation(text="One. Tw", finish_reason="length", num_tokens=5)
+    whole = Generation(text=" One. Two. ", finish_reason="stop", num_tokens=5)
+    assert [settle_truncated(cut, p) for p in ("drop", "trim", "keep")] == [None, "One.", "One. Tw"]
+    assert {settle_truncated(whole, p) for p in ("drop", "trim", "keep")} == {"One. Two."}
 
 
 def test_length_mix_matches_reference_proportions() -> None:

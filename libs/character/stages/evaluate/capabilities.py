@@ -43,8 +43,10 @@ if TYPE_CHECKING:
 
 REFERENCE_BENCHMARKS = {"arc_challenge": 25, "hellaswag": 10, "truthfulqa_mc2": 0, "winogrande": 5, "mmlu": 5}
 """The reference's benchmarks and their few-shot counts (TruthfulQA-MC as lm-eval's mc2)."""
-METRICS = ("acc", "exact_match")
-"""The per-item metric reported, first found (multiple choice: acc; generation: exact_match)."""
+METRICS = ("acc_norm", "acc", "exact_match")
+"""The per-item metric reported, first found. Multiple choice: acc_norm (log-likelihood per
+byte of the choice), since each choice is scored with its end-of-turn token and raw sums
+favour short choices; generation: exact_match."""
 
 
 def tasks_dir() -> Path:
