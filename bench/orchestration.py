@@ -100,6 +100,16 @@ def services_run(spec: Path, work: Path) -> tuple[float, float]:
     return seconds, startup
 
 
+def stage_seconds(store: Path) -> dict[str, float]:
+    """Seconds each stage of the store's (only) run took, from its record."""
+    from character.controller.records import list_runs
+    from character.store import open_store
+
+    (record,) = list_runs(open_store(str(store)))
+    return {name: (s.finished_at - s.started_at).total_seconds() for name, s in record.stages.items()
+            if s.started_at and s.finished_at}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", type=Path, help="a run spec YAML (default: the demo run of --persona)")
@@ -128,6 +138,9 @@ def main() -> None:
             startup_s.append(startup)
             print(f"run {i + 1}: inline {inline_s[-1]:.1f} s, services {seconds:.1f} s "
                   f"(+ {startup:.1f} s to start the services)", flush=True)
+            per_stage = [stage_seconds(Path(tmp) / f"{path}-{i}" / "store") for path in ("inline", "services")]
+            print("  stage seconds inline/services: " + ", ".join(
+                f"{name} {per_stage[0].get(name, 0):.0f}/{per_stage[1].get(name, 0):.0f}" for name in per_stage[0]))
     inline, services = statistics.median(inline_s), statistics.median(services_s)
     what = args.spec or f"the demo run of {args.persona}"
     print(f"spec {what}, model {doc['model']}, {args.repeat} run(s) per path")
