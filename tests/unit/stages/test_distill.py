@@ -189,6 +189,7 @@ def test_stage_with_smollm2(smollm2_model: Path, tmp_path: Path) -> None:
     overrides = {
         "distill": {
             "chat_prompts": 6,
+            "constitution_prompts": 12,
             "max_new_tokens": 96,
             "reasoning_prefill": False,
             "heldout_fraction": 0.2,
@@ -197,8 +198,8 @@ def test_stage_with_smollm2(smollm2_model: Path, tmp_path: Path) -> None:
     }
     result, store = run_here("distill", tmp_path, smollm2_model, overrides, upstream)
     m = result.metrics
-    assert (m["prompts_constitution"], m["prompts_chat"], m["sampled"]) == (50, 6, 56)
-    assert m["kept"] == m["train"] + m["heldout"] == 56 - sum(m[r] for r in distill.DROP_REASONS)
+    assert (m["prompts_constitution"], m["prompts_chat"], m["sampled"]) == (12, 6, 18)
+    assert m["kept"] == m["train"] + m["heldout"] == 18 - sum(m[r] for r in distill.DROP_REASONS)
     assert m["trimmed_chosen"] == m["trimmed_rejected"] == 0  # dropped, not trimmed
     assert m["no_think_close"] == 0
     train = read_dataset(store, "dataset", result.artifacts["train"].key)
