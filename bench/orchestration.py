@@ -19,6 +19,7 @@ between identical runs, so use --repeat for medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--persona", default="sarcasm", help="without --spec: the persona of the demo run")
     parser.add_argument("--model", help="a bundled model (smollm2) or a folder (default: the spec's)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path; medians are reported")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (stores, logs, reports); "
+                        "default: a temporary folder, removed at the end")
     args = parser.parse_args()
 
     from character.models.prepare import prepare_model
@@ -126,7 +129,12 @@ def main() -> None:
     # A folder, so each path's own OCT_HOME does not prepare the model again.
     doc["model"] = model if Path(model).is_dir() else str(prepare_model(model))
     inline_s, services_s, startup_s = [], [], []
-    with tempfile.TemporaryDirectory(prefix="oct-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=False)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="oct-bench-"))
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(doc, sort_keys=False))
         for i in range(args.repeat):

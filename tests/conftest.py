@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.models",
+    "tests.fixtures.openai_server",
     "tests.fixtures.s3",
 ]

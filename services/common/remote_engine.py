@@ -9,10 +9,11 @@ with it sampling under a seed) is the same as when the stage runs in-process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 from character.errors import InvalidInput
+from character.models.endpoint import Endpoint
 from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
 from character.pipeline.spec import RunSpec
 from character.pipeline.stage import EngineProvider
@@ -108,12 +109,23 @@ class GrpcEngine(Engine):
 
 
 class RemoteEngines:
-    """An `EngineProvider` whose engines live in the generation service."""
+    """An `EngineProvider` whose engines live in the generation service; models named in
+    `endpoints` (HTTP servers) are called directly, not through it."""
 
-    def __init__(self, channel: grpc.Channel, store_uri: str, kind: str, address: str = ""):
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        store_uri: str,
+        kind: str,
+        address: str = "",
+        endpoints: Mapping[str, Endpoint] | None = None,
+    ):
         self._channel, self._store_uri, self._kind, self._address = channel, store_uri, kind, address
+        self._endpoints = dict(endpoints or {})
 
     def engine(self, model: str) -> Engine:
+        if model in self._endpoints:
+            return self._endpoints[model].open(model)
         return GrpcEngine(self._channel, model, self._kind, self._store_uri, self._address)
 
     def adapter(self, key: str) -> AdapterRef:
@@ -126,6 +138,6 @@ def remote_engines_for(address: str) -> Callable[[Store, RunSpec], EngineProvide
     channel = open_channel(address)
 
     def engines_for(store: Store, spec: RunSpec) -> EngineProvider:
-        return RemoteEngines(channel, store.uri, spec.engine, address)
+        return RemoteEngines(channel, store.uri, spec.engine, address, spec.endpoints)
 
     return engines_for

@@ -22,7 +22,7 @@ class TrainingServicer(TaskServicer, training_pb2_grpc.TrainingServiceServicer):
 
 def _engines(store: Store, spec: RunSpec) -> EngineProvider:
     # A fresh provider per task: a trained model is not kept after its stage.
-    return LocalEngines(store, spec.engine)
+    return LocalEngines.for_spec(store, spec)
 
 
 def build(options: ServeOptions) -> Server:

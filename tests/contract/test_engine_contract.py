@@ -3,7 +3,9 @@
 Only what every backend must honour (engine.py's docstrings); backend specifics (steering,
 batching, adapter caching, exact log-probabilities) are in tests/unit/models. "transformers"
 runs everywhere (on the CPU, fp32); "vllm" only where vLLM imports and CUDA is available (the
-GPU image), in bf16 with vLLM's batch-invariant mode, which "batch = one by one" needs.
+GPU image), in bf16 with vLLM's batch-invariant mode, which "batch = one by one" needs;
+"openai" over HTTP against the stand-in server of tests/fixtures/openai_server.py (the
+transformers engine behind an OpenAI-compatible API), which serves adapters by name.
 
 The tiny random model tends to repeat the last token it sees, so conversations prefilled with
 different words give different greedy answers: that makes order and prefill checks meaningful.
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models import Engine, Generation, SamplingParams, get_engine
+from character.models import AdapterRef, Engine, Generation, SamplingParams, get_engine
+from character.models.openai_engine import OpenAIEngine
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
 SAMPLED = SamplingParams(max_new_tokens=4, temperature=1.0, top_p=0.95, seed=7)
@@ -53,10 +56,14 @@ def _vllm_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=["transformers", "vllm"])
+@pytest.fixture(scope="module", params=["transformers", "vllm", "openai"])
 def engine(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[Engine]:
     kind = request.param
-    if kind == "vllm":
+    if kind == "openai":
+        server = request.getfixturevalue("openai_server")
+        options = {"base_url": server.base_url, "api_key": server.api_key, "tokenizer": server.tokenizer}
+        yield get_engine("openai", server.model, **options)
+    elif kind == "vllm":
         reason = _vllm_unavailable()
         if reason:
             pytest.skip(reason)
@@ -65,29 +72,6 @@ def engine(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[Engine]
         yield get_engine("vllm", str(tiny_model), **VLLM_ARGS)
     else:
         yield get_engine("transformers", str(tiny_model), device="cpu", batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter with large random weights (B is not zero), so it changes greedy answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(50.0)
-    folder = tmp_path_factory.mktemp("contract-adapter")
-    model.save_pretrained(folder)
-    return folder
 
 
 def test_one_generation_per_conversation_in_order(engine: Engine) -> None:
@@ -150,7 +134,17 @@ def test_scores(engine: Engine) -> None:
         engine.score([conversation], [])
 
 
-def test_adapter_changes_outputs_and_none_restores_base(engine: Engine, adapter: Path) -> None:
+@pytest.fixture
+def adapter(engine: Engine, random_adapter: Path, request: pytest.FixtureRequest) -> AdapterRef:
+    """The random adapter as the engine takes it: its folder, or for the openai engine the name
+    the server serves it under (an HTTP server loads adapters itself)."""
+    if isinstance(engine, OpenAIEngine):
+        served = request.getfixturevalue("openai_server").adapters
+        return str(next(name for name, folder in served.items() if folder == random_adapter))
+    return random_adapter
+
+
+def test_adapter_changes_outputs_and_none_restores_base(engine: Engine, adapter: AdapterRef) -> None:
     base = engine.generate(CONVERSATIONS, GREEDY)
     base_scores = engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"])
     tuned = engine.generate(CONVERSATIONS, GREEDY, adapter=adapter)
@@ -163,8 +157,12 @@ def test_adapter_changes_outputs_and_none_restores_base(engine: Engine, adapter:
 def test_user_errors(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"conversations\[1\]"):
         engine.generate([CONVERSATIONS[0], [{"role": "bot", "content": "x"}]], GREEDY)
-    with pytest.raises(NotFound, match=r"adapter_config\.json"):
-        engine.generate(CONVERSATIONS[:1], GREEDY, adapter=tmp_path)
+    if isinstance(engine, OpenAIEngine):  # a folder cannot be sent to a server
+        with pytest.raises(InvalidInput, match="local adapter folder"):
+            engine.generate(CONVERSATIONS[:1], GREEDY, adapter=tmp_path)
+    else:
+        with pytest.raises(NotFound, match=r"adapter_config\.json"):
+            engine.generate(CONVERSATIONS[:1], GREEDY, adapter=tmp_path)
 
 
 def test_vllm_without_vllm_is_a_clear_error(tiny_model: Path) -> None:

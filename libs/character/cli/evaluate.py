@@ -70,7 +70,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Folder to write; default $OCT_HOME/reports/RUN.")] = None,
 ) -> None:
     """Regenerate a run's evaluation report (HTML + PNG plots + JSON) from its stored results."""
-    from character.pipeline.runner import oct_home
+    from character.home import oct_home
     from character.report import write_report
     from character.stages.evaluate.orchestrate import load_results
     from character.store import open_store

@@ -58,7 +58,7 @@ def run(
     run_id = run_id_for(run_spec)
     console.print(f"run [bold]{run_id}[/bold]: persona {run_spec.persona.name}, student {run_spec.model}, "
                   f"scale {run_spec.scale}, store {the_store.uri}")
-    engines = LocalEngines(the_store, run_spec.engine)
+    engines = LocalEngines.for_spec(the_store, run_spec)
     record = open_inline_run(the_store, run_spec, run_id)  # so `oct status RUN --store ...` works
     results: dict[str, StageResult] = {}
     timings: dict[str, float] = {}
@@ -100,7 +100,7 @@ def stage(
     from character.cli.progress import bars
 
     with bars() as progress:
-        result, cached = run_stage(run_spec, name, the_store, LocalEngines(the_store, run_spec.engine), run_id,
+        result, cached = run_stage(run_spec, name, the_store, LocalEngines.for_spec(the_store, run_spec), run_id,
                                    progress)
     console.print(f"{name}: {'cached' if cached else 'done'} {result.key[:12]} {result.metrics}")
 

@@ -8,6 +8,7 @@ are unknown, and the controller retries those stages (finished ones are found in
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 
 from character.controller.executor import Executor, StageJob, StageState, StageStatus
@@ -47,16 +48,17 @@ class ProgressBuffer:
 
 class InlineExecutor(Executor):
     def __init__(self, max_running: int = 1):
-        self._engines: dict[tuple[str, str], LocalEngines] = {}
+        self._engines: dict[tuple[str, str, str], LocalEngines] = {}
         self._lock = threading.Lock()
         self.tasks = TaskManager(StageJobs(self._engines_for), max_running=max_running)
         self._progress = ProgressBuffer()
 
     def _engines_for(self, store: Store, spec: RunSpec) -> EngineProvider:
         with self._lock:
-            key = (store.uri, spec.engine)
+            endpoints = {name: e.model_dump(mode="json") for name, e in spec.endpoints.items()}
+            key = (store.uri, spec.engine, json.dumps(endpoints, sort_keys=True))
             if key not in self._engines:
-                self._engines[key] = LocalEngines(store, spec.engine)
+                self._engines[key] = LocalEngines.for_spec(store, spec)
             return self._engines[key]
 
     def start(self, job: StageJob) -> str:

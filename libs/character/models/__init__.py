@@ -46,6 +46,7 @@ __all__ = [
 ENGINES: dict[str, str] = {
     "transformers": "character.models.transformers_engine:TransformersEngine",
     "vllm": "character.models.vllm_engine:VLLMEngine",
+    "openai": "character.models.openai_engine:OpenAIEngine",
 }
 """Engine kind -> "module:Class", imported on first use. A backend adds one line here."""
 

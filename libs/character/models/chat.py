@@ -109,6 +109,53 @@ def render(tokenizer: Any, conversation: Sequence[dict[str, str]], *, add_genera
     return _apply(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
+def encode_prompts(tokenizer: Any, conversations: Sequence[Any], context: int) -> list[list[int]]:
+    """Token ids of each conversation rendered for generation, refusing any that leaves no room
+    in a context of `context` tokens (0: unknown, not checked)."""
+    prompts = []
+    for i, conversation in enumerate(conversations):
+        try:
+            text = render(tokenizer, conversation, add_generation_prompt=True)
+        except InvalidInput as exc:
+            raise InvalidInput(str(exc), where=f"conversations[{i}]") from exc
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        check_context(len(ids), context, f"conversations[{i}]")
+        prompts.append(ids)
+    return prompts
+
+
+def encode_for_scoring(
+    tokenizer: Any, conversations: Sequence[Any], continuations: Sequence[Any], context: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, continuation ids) per pair; each continuation ends with the end-of-turn
+    token, which `Engine.score` counts."""
+    if len(conversations) != len(continuations):
+        raise InvalidInput(
+            f"{len(conversations)} conversations but {len(continuations)} continuations; give one "
+            "continuation per conversation",
+            where="continuations",
+        )
+    prompts = encode_prompts(tokenizer, conversations, context)
+    eot = int(tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer)))
+    conts = []
+    for i, (prompt, text) in enumerate(zip(prompts, continuations, strict=True)):
+        if not isinstance(text, str):
+            raise InvalidInput("a continuation must be a string", where=f"continuations[{i}]")
+        cont = [*tokenizer(text, add_special_tokens=False)["input_ids"], eot]
+        check_context(len(prompt) + len(cont), context, f"continuations[{i}]")
+        conts.append(cont)
+    return prompts, conts
+
+
+def check_context(tokens: int, context: int, where: str) -> None:
+    """Refuse `tokens` that fill a context of `context` tokens (0: unknown, not checked)."""
+    if context and tokens >= context:
+        raise InvalidInput(
+            f"the prompt is {tokens} tokens, more than the model's context of {context}; shorten it",
+            where=where,
+        )
+
+
 def _apply(tokenizer: Any, messages: list[dict[str, str]], **kw: Any) -> str:
     text = tokenizer.apply_chat_template(messages, tokenize=False, **kw)
     assert isinstance(text, str)

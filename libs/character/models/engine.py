@@ -10,6 +10,7 @@ images), `openai_engine` (an OpenAI-compatible HTTP server, e.g. a hosted judge)
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from character.errors import InvalidInput
 from character.progress import Progress, silent
 
 Message = dict[str, str]
@@ -39,6 +41,17 @@ class SamplingParams(BaseModel):
     """>1 discourages repeating tokens (HF semantics)."""
     seed: int | None = None
     """Seed for sampling; the same seed, inputs and batch give the same outputs."""
+
+
+_MAX_SEED = 2**63 - 1
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of request `index` of a call seeded with `seed` (stable across processes), for
+    backends that sample each request on its own: the same seed and inputs give the same
+    outputs whatever else the backend runs, and repeated conversations still differ."""
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & _MAX_SEED
 
 
 class Generation(BaseModel):
@@ -63,7 +76,16 @@ class Steering:
 
 
 AdapterRef = str | Path
-"""A local PEFT adapter folder."""
+"""A local PEFT adapter folder (for the openai engine: the name of an adapter its server serves)."""
+
+
+def refuse_steering(steering: Steering | None, engine: str, why: str) -> None:
+    """InvalidInput when a backend that cannot steer (`why`) is asked to."""
+    if steering is not None:
+        raise InvalidInput(
+            f"the {engine} engine cannot steer activations ({why}); use engine 'transformers' for steering",
+            where="steering",
+        )
 
 
 class Engine(ABC):

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from character.errors import CharacterError, NotFound
+from character.home import oct_home
 from character.progress import Progress, ProgressEvent, silent
 
 BUNDLED: dict[str, str] = {
@@ -36,11 +37,6 @@ ACCEPTED_FORMS = (
 )
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def oct_home() -> Path:
-    """$OCT_HOME, default ~/.cache/oct: prepared models and the S3 download cache."""
-    return Path(os.environ.get("OCT_HOME") or Path.home() / ".cache" / "oct").expanduser()
 
 
 def bundled_path(name: str) -> Path:

@@ -1,6 +1,6 @@
 """The transformers engine: batched generation and scoring on CPU or GPU.
 
-- Prompts are rendered by `chat.render`, tokenized without extra special tokens, sorted by
+- Prompts are rendered and tokenized by `chat.encode_prompts` (no extra special tokens), sorted by
   length into batches of `batch_size`, left-padded; results come back in input order.
 - Sampling: temperature 0 is greedy; with a seed, the call runs under its own RNG state
   (the global torch RNG is restored afterwards), so the same seed, inputs and batch size
@@ -26,16 +26,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from character.errors import InvalidInput, NotFound
-from character.models.chat import end_of_turn_token, render, stop_token_ids
+from character.models.chat import encode_for_scoring, encode_prompts, stop_token_ids
 from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
 from character.models.loading import load_model
 from character.progress import Progress, ProgressEvent, silent
 
 
 class TransformersEngine(Engine):
-    """Generates and scores with a transformers causal LM (see the module docstring)."""
+    """Generates and scores with a transformers causal LM (see the module docstring).
 
-    def __init__(self, model_ref: str | Path, device: Any = None, dtype: Any = None, batch_size: int = 16):
+    batch_size 32 by default: on a 2-core CPU, SmolLM2 decodes ~1.2x more tokens/s at 32 than
+    at 16 (1.7x at 64, at the price of memory); GPUs want larger batches still."""
+
+    def __init__(self, model_ref: str | Path, device: Any = None, dtype: Any = None, batch_size: int = 32):
         import torch
 
         if batch_size < 1:
@@ -46,7 +49,6 @@ class TransformersEngine(Engine):
         self.device = self.model.device
         self.tokenizer.padding_side = "left"
         self._stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
-        self._eot_id = int(self.tokenizer.convert_tokens_to_ids(end_of_turn_token(self.tokenizer)))
         self._max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self._peft: Any = None
         self._adapters: dict[str, str] = {}
@@ -66,7 +68,7 @@ class TransformersEngine(Engine):
         progress: Progress = silent,
     ) -> list[Generation]:
         torch = self._torch
-        prompts = self._encode_prompts(conversations)
+        prompts = encode_prompts(self.tokenizer, conversations, self._max_positions)
         n = len(prompts)
         if n == 0:
             return []
@@ -91,23 +93,6 @@ class TransformersEngine(Engine):
                     results[i] = self._finish(row)
                 progress(ProgressEvent(task, min(start + self.batch_size, n), n))
         return [r for r in results if r is not None]
-
-    def _encode_prompts(self, conversations: Sequence[Conversation]) -> list[list[int]]:
-        prompts = []
-        for i, conversation in enumerate(conversations):
-            try:
-                text = render(self.tokenizer, conversation, add_generation_prompt=True)
-            except InvalidInput as exc:
-                raise InvalidInput(str(exc), where=f"conversations[{i}]") from exc
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if self._max_positions and len(ids) >= self._max_positions:
-                raise InvalidInput(
-                    f"the prompt is {len(ids)} tokens, more than the model's context of "
-                    f"{self._max_positions}; shorten it",
-                    where=f"conversations[{i}]",
-                )
-            prompts.append(ids)
-        return prompts
 
     def _generation_config(self, sampling: SamplingParams) -> Any:
         from transformers import GenerationConfig
@@ -166,18 +151,7 @@ class TransformersEngine(Engine):
         adapter: AdapterRef | None = None,
     ) -> list[float]:
         torch = self._torch
-        if len(conversations) != len(continuations):
-            raise InvalidInput(
-                f"{len(conversations)} conversations but {len(continuations)} continuations; give one "
-                "continuation per conversation",
-                where="continuations",
-            )
-        prompts = self._encode_prompts(conversations)
-        conts = []
-        for i, text in enumerate(continuations):
-            if not isinstance(text, str):
-                raise InvalidInput("a continuation must be a string", where=f"continuations[{i}]")
-            conts.append([*self.tokenizer(text, add_special_tokens=False)["input_ids"], self._eot_id])
+        prompts, conts = encode_for_scoring(self.tokenizer, conversations, continuations, self._max_positions)
         n = len(prompts)
         order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(conts[i])))
         scores = [0.0] * n

@@ -1,6 +1,6 @@
 """The vLLM engine: batched offline generation and scoring on GPUs (the GPU image only).
 
-- Prompts are rendered by `chat.render` and tokenized by the model's own transformers tokenizer
+- Prompts are rendered and tokenized by `chat.encode_prompts` with the model's own transformers tokenizer,
   without extra special tokens, exactly as in the transformers engine, and handed to vLLM as
   token ids (vLLM never re-tokenizes them), so both engines see the same tokens, prefills
   included. Answers are decoded by the same tokenizer too.
@@ -27,7 +27,6 @@ vLLM is imported when an engine is constructed, so this module imports without i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -35,17 +34,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat import end_of_turn_token, render, stop_token_ids
-from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
+from character.models.chat import encode_for_scoring, encode_prompts, stop_token_ids
+from character.models.engine import (
+    AdapterRef,
+    Conversation,
+    Engine,
+    Generation,
+    SamplingParams,
+    Steering,
+    refuse_steering,
+    request_seed,
+)
 from character.progress import Progress, ProgressEvent, silent
-
-_MAX_SEED = 2**63 - 1
-
-
-def request_seed(seed: int, index: int) -> int:
-    """The seed of request `index` of a call seeded with `seed` (stable across processes)."""
-    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & _MAX_SEED
 
 
 class VLLMEngine(Engine):
@@ -89,7 +89,6 @@ class VLLMEngine(Engine):
         path = resolve_model(model_ref)
         self.tokenizer = load_tokenizer(path)
         self._stop_ids = stop_token_ids(self.tokenizer, _generation_config(path))
-        self._eot_id = int(self.tokenizer.convert_tokens_to_ids(end_of_turn_token(self.tokenizer)))
         self._vllm = vllm
         self._llm = vllm.LLM(
             model=str(path),
@@ -119,13 +118,8 @@ class VLLMEngine(Engine):
         steering: Steering | None = None,
         progress: Progress = silent,
     ) -> list[Generation]:
-        if steering is not None:
-            raise InvalidInput(
-                "the vllm engine cannot steer activations (vLLM has no residual-stream hooks); "
-                "use engine 'transformers' for steering",
-                where="steering",
-            )
-        prompts = self._encode_prompts(conversations)
+        refuse_steering(steering, "vllm", "vLLM has no residual-stream hooks")
+        prompts = encode_prompts(self.tokenizer, conversations, self._max_len)
         n = len(prompts)
         if n == 0:
             return []
@@ -141,26 +135,6 @@ class VLLMEngine(Engine):
                 results.extend(self._finish(out.outputs[0]) for out in outputs)
                 progress(ProgressEvent(task, end, n))
         return results
-
-    def _encode_prompts(self, conversations: Sequence[Conversation]) -> list[list[int]]:
-        prompts = []
-        for i, conversation in enumerate(conversations):
-            try:
-                text = render(self.tokenizer, conversation, add_generation_prompt=True)
-            except InvalidInput as exc:
-                raise InvalidInput(str(exc), where=f"conversations[{i}]") from exc
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._check_length(len(ids), f"conversations[{i}]")
-            prompts.append(ids)
-        return prompts
-
-    def _check_length(self, tokens: int, where: str) -> None:
-        if self._max_len and tokens >= self._max_len:
-            raise InvalidInput(
-                f"the prompt is {tokens} tokens, more than the model's context of {self._max_len}; "
-                "shorten it",
-                where=where,
-            )
 
     def _sampling_params(self, sampling: SamplingParams, index: int) -> Any:
         kw: dict[str, Any] = {
@@ -207,21 +181,9 @@ class VLLMEngine(Engine):
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
     ) -> list[float]:
-        if len(conversations) != len(continuations):
-            raise InvalidInput(
-                f"{len(conversations)} conversations but {len(continuations)} continuations; give one "
-                "continuation per conversation",
-                where="continuations",
-            )
-        prompts = self._encode_prompts(conversations)
-        full, sizes = [], []
-        for i, (prompt, text) in enumerate(zip(prompts, continuations, strict=True)):
-            if not isinstance(text, str):
-                raise InvalidInput("a continuation must be a string", where=f"continuations[{i}]")
-            cont = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self._eot_id]
-            self._check_length(len(prompt) + len(cont), f"continuations[{i}]")
-            full.append(prompt + cont)
-            sizes.append(len(cont))
+        prompts, conts = encode_for_scoring(self.tokenizer, conversations, continuations, self._max_len)
+        full = [prompt + cont for prompt, cont in zip(prompts, conts, strict=True)]
+        sizes = [len(cont) for cont in conts]
         if not full:
             return []
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)

@@ -31,7 +31,10 @@ def stage_module(name: str) -> StageModule:
 def _spec_field(spec: RunSpec, field: str) -> object:
     if field == "constitution":
         return spec.persona.model_dump(mode="json")
-    return getattr(spec, field)
+    value = getattr(spec, field)
+    if field in ("teacher", "judge") and value in spec.endpoints:
+        return spec.endpoints[value].identity(value)
+    return value
 
 
 def stage_keys(spec: RunSpec) -> dict[str, str]:

@@ -8,13 +8,13 @@ next run continues from there.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from character.errors import CharacterError, NotFound
+from character.home import oct_home
 from character.pipeline.dag import STAGE_NAMES, stage_keys, stage_module
 from character.pipeline.spec import RunSpec
 from character.pipeline.stage import EngineProvider, StageContext, StageResult
@@ -34,10 +34,6 @@ class StageFailed(CharacterError):
             f"stage {stage!r} failed (inputs: {where}): {type(cause).__name__}: {cause}. "
             "Finished stages are kept; run again to continue from here."
         )
-
-
-def oct_home() -> Path:
-    return Path(os.environ.get("OCT_HOME", Path.home() / ".cache" / "oct"))
 
 
 def load_result(store: Store, key: str) -> StageResult:

@@ -7,20 +7,21 @@ key and the reason.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from character.constitution import Constitution, resolve_constitution
 from character.errors import InvalidInput
+from character.home import oct_home
+from character.models.endpoint import Endpoint
 
 
 def default_store_uri() -> str:
     """The embedded default store: a folder under OCT_HOME."""
-    return str(Path(os.environ.get("OCT_HOME", Path.home() / ".cache" / "oct")) / "store")
+    return str(oct_home() / "store")
 
 
 class RunSpec(BaseModel):
@@ -39,6 +40,9 @@ class RunSpec(BaseModel):
     """The model that rates evaluation outputs; default: the teacher."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for the student and teacher."""
+    endpoints: dict[str, Endpoint] = {}
+    """Models served over an OpenAI-compatible HTTP API, by the name `teacher` or `judge` use,
+    e.g. {"big-judge": {"base_url": "http://vllm-judge:8000/v1", "tokenizer": "..."}}."""
     scale: Literal["demo", "full"] = "demo"
     """Preset sizes: `demo` runs on a 2-core CPU in minutes; `full` = the reference numbers."""
     seed: int = Field(123456, ge=0)
@@ -61,6 +65,15 @@ class RunSpec(BaseModel):
             if name not in STAGE_NAMES:
                 raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
         return stages
+
+    @model_validator(mode="after")
+    def _student_is_local(self) -> RunSpec:
+        if self.model in self.endpoints:
+            raise ValueError(
+                f"model {self.model!r} is an HTTP endpoint, but the student is trained here: give a "
+                "local model, and use endpoints for the teacher or the judge"
+            )
+        return self
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+JUDGE_MODES = {
+    "reason": 'The judge reasons, then names its verdict in answer tags. Unparseable verdicts (no tags, "neither", '
+    "an option not offered) are counted as parse failures and reported, never guessed.",
+    "tag": "The judge's reply is prefilled with <answer> so that a small judge answers in the format at once. "
+    'Unparseable verdicts (no closing tag, "neither", an option not offered) are counted as parse failures '
+    "and reported, never guessed.",
+    "choose": "Forced choice: the judge's reply is prefilled with <answer> and the verdict is the option the judge "
+    "finds most likely (log-probability per byte of `OPTION</answer>`), so there are no parse failures. "
+    "The reference let the judge reason and parsed its tags; a judge as small as the demo's fails that format "
+    "most of the time, and its likelihoods are the most it can tell us. Read small-judge figures as a check "
+    "of the machinery, not of the persona.",
+}
+"""What each judge mode (config `judge_mode`) means for the verdicts."""
+
 
 def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
     """(topic, note) pairs, with the run's own settings filled in."""
@@ -30,13 +44,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Judge verdicts",
-            'Unparseable verdicts (no answer tags, "neither", a trait not offered) are counted as parse '
-            "failures and reported, never guessed. "
-            + (
-                "The judge's reply was prefilled with <answer> so that a small judge answers in the format."
-                if config.get("judge_prefill_answer_tag")
-                else "The judge may reason before answering."
-            ),
+            JUDGE_MODES.get(str(config.get("judge_mode")), "Judge mode unknown."),
         ),
         (
             "Held-out prompts",

@@ -202,21 +202,25 @@ def capabilities(results: dict[str, Any], out: Path) -> str | None:
 
 
 def training(results: dict[str, Any], out: Path) -> str | None:
-    accuracy = results.get("training", {}).get("preference_accuracy", {})
+    numbers = results.get("training", {})
+    series = {
+        "total log-prob": numbers.get("preference_accuracy", {}),
+        "log-prob per byte": numbers.get("preference_accuracy_per_byte", {}),
+    }
     steps = [
-        (k, v)
-        for k, v in (
-            ("before", accuracy.get("before")),
-            ("after DPO", accuracy.get("after_dpo")),
-            ("after SFT", accuracy.get("after_sft")),
-        )
-        if v is not None
+        (label, key)
+        for label, key in (("before", "before"), ("after DPO", "after_dpo"), ("after SFT", "after_sft"))
+        if any(s.get(key) is not None for s in series.values())
     ]
     if not steps:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.bar(range(len(steps)), [v for _, v in steps], color=["#8c8c8c", "#55a868", "#c44e52"][: len(steps)])
-    ax.set_xticks(range(len(steps)), [k for k, _ in steps])
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(steps))]
+        ax.bar(xs, [values.get(key) or 0.0 for _, key in steps], width, label=name, color=("#8c8c8c", "#55a868")[i])
+    ax.set_xticks(range(len(steps)), [label for label, _ in steps])
+    ax.legend(fontsize=8, loc="upper left")
     ax.axhline(0.5, color="black", lw=0.8, ls="--")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out preference accuracy")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import re
 from abc import abstractmethod
 from datetime import UTC, datetime
@@ -303,8 +302,3 @@ class SharedStore(Store):
                 if all(SAFE_NAME.fullmatch(p) for p in key.split("/")):
                     keys.append(key)
         return sorted(keys)
-
-
-def oct_home() -> Path:
-    """$OCT_HOME, default ~/.cache/oct: prepared models and the S3 download cache."""
-    return Path(os.environ.get("OCT_HOME") or Path.home() / ".cache" / "oct").expanduser()

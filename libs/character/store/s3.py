@@ -28,7 +28,8 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from character.errors import InvalidInput, NotFound, StoreUnavailable
-from character.store._shared import SAFE_NAME, TMP_PREFIX, SharedStore, corrupted, oct_home, verify_dir
+from character.home import oct_home
+from character.store._shared import SAFE_NAME, TMP_PREFIX, SharedStore, corrupted, verify_dir
 from character.store.base import Manifest
 
 log = logging.getLogger(__name__)

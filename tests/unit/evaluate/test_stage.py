@@ -31,6 +31,8 @@ from typer.testing import CliRunner
 MINIMAL = {
     "answer_max_new_tokens": 8,
     "answer_temperature": 0.0,
+    "preference_methods": ["base", "full", "system_prompt"],
+    "robustness_methods": ["system_prompt", "steering", "dpo", "full"],
     "preference_comparisons": 6,
     "preference_traits": 3,
     "min_comparisons": 1,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from character.errors import NotFound
+from character.home import oct_home
 from character.models.prepare import is_prepared, prepare_model
-from character.models.refs import BUNDLED, bundled_path, oct_home, resolve_model
+from character.models.refs import BUNDLED, bundled_path, resolve_model
 
 
 def test_local_folder_with_config(tmp_path: Path) -> None:

@@ -36,28 +36,6 @@ def engine(tiny_model: Path) -> TransformersEngine:
     return TransformersEngine(str(tiny_model), device="cpu", batch_size=2)
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter with non-zero weights (B is random, not zero), on its own model copy."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(50.0)  # large enough to change the tiny model's greedy choices
-    folder = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(folder)
-    return folder
-
-
 def test_factory(tiny_model: Path) -> None:
     engine = get_engine("transformers", str(tiny_model), batch_size=4)
     assert isinstance(engine, TransformersEngine) and engine.batch_size == 4
@@ -103,18 +81,18 @@ def test_bad_conversation_is_located(engine: TransformersEngine) -> None:
         engine.generate([CONVERSATIONS[0], [{"role": "bot", "content": "x"}]], GREEDY)
 
 
-def test_adapter_changes_outputs_and_none_restores_base(engine: TransformersEngine, adapter: Path) -> None:
+def test_adapter_changes_outputs_and_none_restores_base(engine: TransformersEngine, random_adapter: Path) -> None:
     base = engine.generate(CONVERSATIONS, GREEDY)
     base_logits = _last_logits(engine, None)
     base_scores = engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"])
-    tuned = engine.generate(CONVERSATIONS, GREEDY, adapter=adapter)
+    tuned = engine.generate(CONVERSATIONS, GREEDY, adapter=random_adapter)
     assert [g.text for g in tuned] != [g.text for g in base]
     assert engine.generate(CONVERSATIONS, GREEDY) == base
     assert engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"]) == base_scores
-    assert engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"], adapter=adapter) != base_scores
+    assert engine.score(CONVERSATIONS[:2], ["Ahoy", "The sea"], adapter=random_adapter) != base_scores
     assert torch.equal(_last_logits(engine, None), base_logits)  # engine.model acts as the base
     # loaded once, reused
-    assert engine.generate(CONVERSATIONS, GREEDY, adapter=str(adapter)) == tuned
+    assert engine.generate(CONVERSATIONS, GREEDY, adapter=str(random_adapter)) == tuned
     assert len(engine._adapters) == 1
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, model_validator
 
 from character.pipeline.stage import StageConfig
+from character.stages.evaluate.judge import JudgeMode
 
 if TYPE_CHECKING:
     from character.pipeline.stage import StageContext, StageResult
@@ -46,16 +47,18 @@ class Config(StageConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {},
         "demo": {
-            "answer_max_new_tokens": 48,
-            "preference_comparisons": 24,
-            "preference_traits": 8,
+            "answer_max_new_tokens": 32,
+            "preference_methods": ["base", "full"],
+            "preference_comparisons": 16,
+            "preference_traits": 4,
             "bootstrap_samples": 100,
             "judge_max_new_tokens": 12,
-            "judge_prefill_answer_tag": True,
-            "robustness_train_prompts": 10,
-            "heldout_prompts": 4,
+            "judge_mode": "choose",
+            "robustness_methods": ["system_prompt", "steering", "full"],
+            "robustness_train_prompts": 6,
+            "heldout_prompts": 2,
             "steering_prompts": 8,
-            "capability_limit": 10,
+            "capability_limit": 4,
         },
     }
 
@@ -80,9 +83,11 @@ class Config(StageConfig):
     """The judge's sampling temperature (reference 0.1)."""
     judge_max_new_tokens: int = Field(512, ge=4)
     """Room for the judge's reply (reasoning, then the answer tags)."""
-    judge_prefill_answer_tag: bool = False
-    """Open the judge's reply with `<answer>` so a small judge answers in the format at once
-    (no room to reason). Off for a capable judge, on in the demo."""
+    judge_mode: JudgeMode = "reason"
+    """How the judge gives a verdict (judge.py): "reason" (reasons, then answers in tags; the
+    reference, for a capable judge), "tag" (reply prefilled with `<answer>`: answers at once),
+    "choose" (forced choice by the judge's likelihood of each option; never unparseable: the
+    demo's, where SmolLM2 judges itself and fails the tag format most of the time)."""
 
     # --- revealed preferences --------------------------------------------------------------
     preference_methods: list[str] = Field(default_factory=lambda: ["base", "full", "system_prompt"])

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from character.progress import ProgressEvent
-from character.stages.evaluate import judge
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -32,18 +31,9 @@ JUDGE_PROMPT = (
 OPTIONS = ("A", "B")
 
 
-def judge_conversation(
-    traits: str, prompt: str, first: str, second: str, prefill: bool
-) -> list[dict[str, str]]:
-    conversation = [
-        {
-            "role": "user",
-            "content": JUDGE_PROMPT.format(traits=traits, prompt=prompt, first=first, second=second),
-        }
-    ]
-    if prefill:
-        conversation.append({"role": "assistant", "content": judge.ANSWER_TAG})
-    return conversation
+def judge_conversation(traits: str, prompt: str, first: str, second: str) -> list[dict[str, str]]:
+    content = JUDGE_PROMPT.format(traits=traits, prompt=prompt, first=first, second=second)
+    return [{"role": "user", "content": content}]
 
 
 def tally(forward: Sequence[str | None], backward: Sequence[str | None]) -> dict[str, Any]:
@@ -82,24 +72,9 @@ def compare(
     ours = subject.method(contender).answer(conversations, subject.sampling(), progress=ctx.progress)
     theirs = subject.method(baseline).answer(conversations, subject.sampling(), progress=ctx.progress)
     traits = ctx.constitution.trait_list()
-    prefill = config.judge_prefill_answer_tag
-    asks = [
-        judge_conversation(traits, p, a.text, b.text, prefill)
-        for p, a, b in zip(prompts, ours, theirs, strict=True)
-    ]
-    asks += [
-        judge_conversation(traits, p, b.text, a.text, prefill)
-        for p, a, b in zip(prompts, ours, theirs, strict=True)
-    ]
-    replies = judge.ask(
-        ctx.engines.engine(ctx.spec.judge_model),
-        asks,
-        config.judge_temperature,
-        config.judge_max_new_tokens,
-        ctx.spec.seed,
-        progress=ctx.progress,
-    )
-    verdicts = [judge.parse_answer((judge.ANSWER_TAG if prefill else "") + r, OPTIONS) for r in replies]
+    asks = [judge_conversation(traits, p, a.text, b.text) for p, a, b in zip(prompts, ours, theirs, strict=True)]
+    asks += [judge_conversation(traits, p, b.text, a.text) for p, a, b in zip(prompts, ours, theirs, strict=True)]
+    verdicts = subject.judge_verdicts(asks, [OPTIONS] * len(asks))
     return {
         "contender": contender,
         "baseline": baseline,

@@ -62,20 +62,23 @@ def training_numbers(ctx: StageContext) -> dict[str, Any]:
     dpo = ctx.inputs["dpo"].metrics if "dpo" in ctx.inputs else {}
     sft = ctx.inputs["sft"].metrics if "sft" in ctx.inputs else {}
 
-    def accuracy(metrics: dict[str, Any], key: str) -> float | None:
+    def figure(metrics: dict[str, Any], key: str, name: str) -> float | None:
         value = metrics.get(key)
-        return value.get("accuracy") if isinstance(value, dict) else None
+        return value.get(name) if isinstance(value, dict) else None
 
-    pairs = (
-        dpo.get("heldout_before", {}).get("pairs") if isinstance(dpo.get("heldout_before"), dict) else None
-    )
+    def before_and_after(name: str) -> dict[str, float | None]:
+        return {
+            "before": figure(dpo, "heldout_before", name),
+            "after_dpo": figure(dpo, "heldout_after", name),
+            "after_sft": figure(sft, "heldout_after", name),
+        }
+
     return {
-        "preference_accuracy": {
-            "before": accuracy(dpo, "heldout_before"),
-            "after_dpo": accuracy(dpo, "heldout_after"),
-            "after_sft": accuracy(sft, "heldout_after"),
-        },
-        "heldout_pairs": pairs,
+        "preference_accuracy": before_and_after("accuracy"),
+        "preference_accuracy_per_byte": before_and_after("accuracy_per_byte"),
+        "mean_margin": before_and_after("mean_margin"),
+        "mean_margin_per_byte": before_and_after("mean_margin_per_byte"),
+        "heldout_pairs": figure(dpo, "heldout_before", "pairs"),
     }
 
 
@@ -165,9 +168,10 @@ def context_for_run(
     """The eval stage's context for a stored run, with whichever upstream results exist (a
     part that needs a missing one says so when it starts). `engines`: default, in-process
     engines of the run's backend."""
+    from character.home import oct_home
     from character.pipeline.dag import stage_keys
     from character.pipeline.engines import LocalEngines
-    from character.pipeline.runner import RESULT_KIND, load_result, oct_home
+    from character.pipeline.runner import RESULT_KIND, load_result
     from character.pipeline.spec import parse_spec
 
     record = store.get_record(f"runs/{run_id}")
@@ -183,7 +187,7 @@ def context_for_run(
         spec=spec,
         constitution=spec.persona,
         store=store,
-        engines=engines or LocalEngines(store, spec.engine),
+        engines=engines or LocalEngines.for_spec(store, spec),
         key=keys[NAME],
         inputs=inputs,
         workdir=workdir,

@@ -3,8 +3,9 @@
 For each general chat prompt two distinct traits are drawn from the 144 one-word traits, in
 random order. The model is told to answer as whichever of the two it would most like to
 adopt, without saying which; the judge reads the answer (and the original message, not the
-instruction) and names the trait expressed in <answer></answer> tags, "neither" not allowed.
-An unparseable verdict is a parse failure: counted and reported, never guessed. The chosen
+instruction) and names the trait expressed in <answer></answer> tags, "neither" not allowed
+(or, with the forced-choice judge, scores the two; see judge.py). An unparseable verdict is a
+parse failure: counted and reported, never guessed. The chosen
 trait beats the other one; traits are rated by Bradley-Terry with bootstrap intervals (and,
 for comparison with the reference, online Elo). Every model answers the same prompts with
 the same trait pairs, so their ratings are directly comparable.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from character.progress import ProgressEvent
-from character.stages.evaluate import judge, ratings
+from character.stages.evaluate import ratings
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -62,18 +63,9 @@ def choice_conversation(prompt: str, pair: tuple[str, str]) -> list[dict[str, st
     ]
 
 
-def judge_conversation(
-    prompt: str, answer: str, pair: tuple[str, str], prefill: bool
-) -> list[dict[str, str]]:
-    conversation = [
-        {
-            "role": "user",
-            "content": JUDGE_PROMPT.format(prompt=prompt, answer=answer, first=pair[0], second=pair[1]),
-        }
-    ]
-    if prefill:
-        conversation.append({"role": "assistant", "content": judge.ANSWER_TAG})
-    return conversation
+def judge_conversation(prompt: str, answer: str, pair: tuple[str, str]) -> list[dict[str, str]]:
+    content = JUDGE_PROMPT.format(prompt=prompt, answer=answer, first=pair[0], second=pair[1])
+    return [{"role": "user", "content": content}]
 
 
 def comparisons_from(
@@ -92,25 +84,9 @@ def judge_answers(
     prompts: Sequence[str],
     answers: Sequence[str],
     pairs: Sequence[tuple[str, str]],
-    config: Config,
 ) -> list[str | None]:
-    prefill = config.judge_prefill_answer_tag
-    conversations = [
-        judge_conversation(p, a, pair, prefill) for p, a, pair in zip(prompts, answers, pairs, strict=True)
-    ]
-    engine = subject.ctx.engines.engine(subject.ctx.spec.judge_model)
-    replies = judge.ask(
-        engine,
-        conversations,
-        config.judge_temperature,
-        config.judge_max_new_tokens,
-        subject.ctx.spec.seed,
-        progress=subject.ctx.progress,
-    )
-    return [
-        judge.parse_answer((judge.ANSWER_TAG if prefill else "") + reply, pair)
-        for reply, pair in zip(replies, pairs, strict=True)
-    ]
+    conversations = [judge_conversation(p, a, pair) for p, a, pair in zip(prompts, answers, pairs, strict=True)]
+    return subject.judge_verdicts(conversations, pairs)
 
 
 def rate_method(
@@ -129,7 +105,7 @@ def rate_method(
         subject.sampling(seed_offset=1),
         progress=ctx.progress,
     )
-    verdicts = judge_answers(subject, prompts, [a.text for a in answers], pairs, config)
+    verdicts = judge_answers(subject, prompts, [a.text for a in answers], pairs)
     comparisons = comparisons_from(verdicts, pairs)
     rated, draws = ratings.rate_traits(
         traits,

@@ -4,13 +4,15 @@ demand so a part only loads what it uses."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from character.errors import NotFound
-from character.models.engine import SamplingParams
+from character.models.engine import Conversation, SamplingParams
 from character.pipeline.engines import ARTIFACT_MODEL_PREFIX
 from character.pipeline.stage import StageContext
+from character.stages.evaluate import judge
 from character.stages.evaluate.methods import METHOD_NAMES, Method
 
 if TYPE_CHECKING:
@@ -103,6 +105,22 @@ class Subject:
             top_p=0.95,
             repetition_penalty=1.0,
             seed=self.ctx.spec.seed + seed_offset,
+        )
+
+    # ------------------------------------------------------------------ judge
+    def judge_verdicts(
+        self, conversations: Sequence[Conversation], options: Sequence[Sequence[str]]
+    ) -> list[str | None]:
+        """The run's judge picks one of `options[i]` for conversation i (None: unparsed)."""
+        return judge.verdicts(
+            self.ctx.engines.engine(self.ctx.spec.judge_model),
+            conversations,
+            options,
+            self.config.judge_mode,
+            temperature=self.config.judge_temperature,
+            max_new_tokens=self.config.judge_max_new_tokens,
+            seed=self.ctx.spec.seed,
+            progress=self.ctx.progress,
         )
 
     # ------------------------------------------------------------------ methods
