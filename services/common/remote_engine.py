@@ -122,10 +122,14 @@ class RemoteEngines:
     ):
         self._channel, self._store_uri, self._kind, self._address = channel, store_uri, kind, address
         self._endpoints = dict(endpoints or {})
+        self._opened: dict[str, Engine] = {}
 
     def engine(self, model: str) -> Engine:
         if model in self._endpoints:
-            return self._endpoints[model].open(model)
+            # one client (and one tokenizer load) per endpoint, as LocalEngines keeps them
+            if model not in self._opened:
+                self._opened[model] = self._endpoints[model].open(model)
+            return self._opened[model]
         return GrpcEngine(self._channel, model, self._kind, self._store_uri, self._address)
 
     def adapter(self, key: str) -> AdapterRef:

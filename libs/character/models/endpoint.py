@@ -7,7 +7,6 @@ the spec names the environment variable that holds it.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,7 +58,7 @@ class Endpoint(BaseModel):
             "openai",
             self.served_model or name,
             base_url=self.base_url,
-            api_key=os.environ.get(self.api_key_env),
+            api_key_env=self.api_key_env,
             timeout_s=self.timeout_s,
             concurrency=self.concurrency,
             tokenizer=self.tokenizer,

@@ -74,7 +74,7 @@ class OpenAIEngine(Engine):
 
     model: the model name the server serves (GET {base_url}/models lists them).
     base_url: the API root, usually ending in /v1 (default: OPENAI_BASE_URL, else vLLM's
-    http://127.0.0.1:8000/v1). api_key: default OPENAI_API_KEY, else "EMPTY" (local servers
+    http://127.0.0.1:8000/v1). api_key: default the variable api_key_env (OPENAI_API_KEY), else "EMPTY" (local servers
     need none). timeout_s: per request. concurrency: requests in flight at once. tokenizer:
     a model reference for the served model's tokenizer, needed for prefills and scoring.
     max_retries: the client's retries of transient errors. extra_body: server-specific
@@ -85,6 +85,7 @@ class OpenAIEngine(Engine):
         model: str,
         base_url: str | None = None,
         api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 600.0,
         concurrency: int = 8,
         tokenizer: str | Path | None = None,
@@ -107,6 +108,7 @@ class OpenAIEngine(Engine):
         if max_retries < 0:
             raise InvalidInput(f"max_retries must be 0 or more, got {max_retries}", where="max_retries")
         self.name = model
+        self.api_key_env = api_key_env
         self.base_url = base_url.rstrip("/")
         self.timeout_s = float(timeout_s)
         self.concurrency = concurrency
@@ -119,7 +121,7 @@ class OpenAIEngine(Engine):
 
             self.tokenizer = load_tokenizer(resolve_model(tokenizer))
         self._client = openai.OpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            api_key=api_key or os.environ.get(api_key_env) or "EMPTY",
             base_url=self.base_url,
             timeout=self.timeout_s,
             max_retries=max_retries,
@@ -304,7 +306,7 @@ class OpenAIEngine(Engine):
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise InvalidInput(
                 f"{server} refused the API key for {model!r} (HTTP {exc.status_code}: {_detail(exc)}); "
-                "set OPENAI_API_KEY or pass api_key",
+                f"set {self.api_key_env} or pass api_key",
                 where="api_key",
             ) from exc
         except openai.NotFoundError as exc:
