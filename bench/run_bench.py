@@ -6,6 +6,9 @@
 Figures, each with its target:
 - generation tokens/s, 16 prompts x 64 new tokens (greedy), one batch vs one prompt at a
   time (target: batched >= 4x);
+- the same batch with the constitution as the system prompt (the teacher's distillation
+  prompts), its shared prefix prefilled once per batch vs re-read for every prompt (no target:
+  the saving grows with the system prompt's share of the work);
 - DPO and SFT training tokens/s and peak resident memory, each trainer in its own
   subprocess so their peaks do not mix (target: DPO peak <= 1.3x SFT peak, i.e. DPO keeps no
   second copy of the model as its reference).
@@ -45,27 +48,43 @@ def _prompts(n: int) -> list[Any]:
 
 # ----------------------------------------------------------------------------- generation
 def bench_generation(prompts: int, new_tokens: int) -> dict[str, Any]:
-    from character.models import SamplingParams, get_engine, resolve_model
-
-    path = str(resolve_model("smollm2"))
     conversations = [[{"role": "user", "content": p.prompt}] for p in _prompts(prompts)]
-    sampling = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
     out: dict[str, Any] = {"prompts": prompts, "max_new_tokens": new_tokens}
-    for label, batch_size in (("one_at_a_time", 1), ("batched", prompts)):
-        engine = get_engine("transformers", path, batch_size=batch_size)
-        engine.generate(conversations[:1], sampling.model_copy(update={"max_new_tokens": 4}))  # warm-up
-        started = time.perf_counter()
-        generations = engine.generate(conversations, sampling)
-        seconds = time.perf_counter() - started
-        tokens = sum(g.num_tokens for g in generations)
-        out[label] = {"tokens": tokens, "seconds": round(seconds, 2),
-                      "tokens_per_second": round(tokens / seconds, 1)}
-        del engine
+    out["one_at_a_time"] = _time_generation(conversations, new_tokens, batch_size=1)
+    out["batched"] = _time_generation(conversations, new_tokens, batch_size=prompts)
     ratio = out["batched"]["tokens_per_second"] / out["one_at_a_time"]["tokens_per_second"]
     out["speedup"] = round(ratio, 2)
     out["target"] = f">= {GEN_TARGET}x"
     out["target_met"] = ratio >= GEN_TARGET
     return out
+
+
+def bench_shared_prefix(prompts: int, new_tokens: int) -> dict[str, Any]:
+    from character.pipeline.spec import RunSpec
+    from character.stages.distill import system_prompt
+
+    system = system_prompt("Assistant", RunSpec(constitution="sarcasm").persona)
+    conversations = [[{"role": "system", "content": system}, {"role": "user", "content": p.prompt}]
+                     for p in _prompts(prompts)]
+    out: dict[str, Any] = {"prompts": prompts, "max_new_tokens": new_tokens}
+    out["full_prompts"] = _time_generation(conversations, new_tokens, batch_size=prompts, shared_prefix_min=None)
+    out["shared_prefix"] = _time_generation(conversations, new_tokens, batch_size=prompts)
+    out["speedup"] = round(out["full_prompts"]["seconds"] / out["shared_prefix"]["seconds"], 2)
+    return out
+
+
+def _time_generation(conversations: list[Any], new_tokens: int, **engine_options: Any) -> dict[str, Any]:
+    from character.models import SamplingParams, resolve_model
+    from character.models.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(str(resolve_model("smollm2")), **engine_options)
+    sampling = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+    engine.generate(conversations[:1], sampling.model_copy(update={"max_new_tokens": 4}))  # warm-up
+    started = time.perf_counter()
+    generations = engine.generate(conversations, sampling)
+    seconds = time.perf_counter() - started
+    tokens = sum(g.num_tokens for g in generations)
+    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1)}
 
 
 # ----------------------------------------------------------------------------- training (subprocess)
@@ -109,8 +128,7 @@ def train_worker(kind: str, steps: int) -> dict[str, Any]:
             messages = [{"messages": [{"role": "user", "content": r["prompt"]},
                                       {"role": "assistant", "content": r["chosen"]}]} for r in rows]
             trainer = sft.build_trainer(ctx, config, messages, model, tokenizer, device)
-        output, seconds = common.train(trainer, ctx, task=f"bench {kind}")
-        metrics = common.training_metrics(trainer, output, seconds)
+        metrics = common.training_metrics(trainer, common.train(trainer, ctx, task=f"bench {kind}"))
     keep = ("steps", "train_tokens", "train_seconds", "tokens_per_second", "peak_rss_mb", "peak_gpu_mb")
     return {k: metrics[k] for k in keep if k in metrics}
 
@@ -166,6 +184,11 @@ def bench_table(figures: dict[str, Any]) -> str:
             ("generation, one prompt at a time", f"{gen['one_at_a_time']['tokens_per_second']} tok/s", ""),
             (f"generation, batched x{gen['prompts']}", f"{gen['batched']['tokens_per_second']} tok/s", ""),
             ("generation speedup", f"{gen['speedup']}x", f"{gen['target']}: {_met(gen['target_met'])}")]
+    shared = figures["shared_prefix"]
+    for label in ("full_prompts", "shared_prefix"):
+        rows.append((f"constitution system prompt x{shared['prompts']}, {label.replace('_', ' ')}",
+                     f"{shared[label]['seconds']} s", ""))
+    rows.append(("shared-prefix speedup", f"{shared['speedup']}x", ""))
     for kind in ("dpo", "sft"):
         t = train[kind]
         rows.append((f"{kind.upper()} training ({t['steps']} steps)", f"{t['tokens_per_second']} tok/s", ""))
@@ -211,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         figures = {"machine": {"cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
                                "torch": torch.__version__},
                    "generation": bench_generation(args.prompts, args.new_tokens),
+                   "shared_prefix": bench_shared_prefix(args.prompts, args.new_tokens),
                    "training": bench_training(args.steps)}
         print(bench_table(figures))
     args.out.parent.mkdir(parents=True, exist_ok=True)

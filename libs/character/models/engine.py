@@ -114,3 +114,10 @@ class Engine(ABC):
     ) -> list[float]:
         """Sum of token log-probabilities of each continuation as the assistant's reply to the
         matching conversation (the reply's end-of-turn token included)."""
+
+
+def per_byte(log_prob: float, continuation: str) -> float:
+    """A continuation's log-probability (`Engine.score`) per UTF-8 byte of its text: comparable
+    across continuations of different lengths (lm-eval's `acc_norm`) and across tokenizers. The
+    end-of-turn token is scored too, so even an empty continuation has something to share."""
+    return log_prob / max(len(continuation.encode("utf-8")), 1)

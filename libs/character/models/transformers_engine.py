@@ -2,6 +2,11 @@
 
 - Prompts are rendered and tokenized by `chat.encode_prompts` (no extra special tokens), sorted by
   length into batches of `batch_size`, left-padded; results come back in input order.
+- Rows of a batch that start with the same tokens (a long system prompt: the constitution for
+  the teacher, introspection, the system-prompt baseline, a judge's instructions) prefill that shared
+  prefix once and copy its KV cache to every row; the rest of each row follows, padded in the
+  middle. On a CPU, re-reading a ~400-token constitution for every row was most of the
+  teacher's time.
 - Sampling: temperature 0 is greedy; with a seed, the call runs under its own RNG state
   (the global torch RNG is restored afterwards), so the same seed, inputs and batch size
   give the same outputs.
@@ -32,19 +37,41 @@ from character.models.loading import load_model
 from character.progress import Progress, ProgressEvent, silent
 
 
+def _shared_prefix_length(rows: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens, at most `limit`, all rows share."""
+    shared = 0
+    while shared < limit and all(r[shared] == rows[0][shared] for r in rows):
+        shared += 1
+    return shared
+
+
 class TransformersEngine(Engine):
     """Generates and scores with a transformers causal LM (see the module docstring).
 
     batch_size 32 by default: on a 2-core CPU, SmolLM2 decodes ~1.2x more tokens/s at 32 than
-    at 16 (1.7x at 64, at the price of memory); GPUs want larger batches still."""
+    at 16 (1.7x at 64, at the price of memory); GPUs want larger batches still.
+    shared_prefix_min: the shortest shared prefix (tokens) prefilled once per batch; shorter ones
+    cost more in the extra forward pass than they save. None turns prefix sharing off."""
 
-    def __init__(self, model_ref: str | Path, device: Any = None, dtype: Any = None, batch_size: int = 32):
+    def __init__(
+        self,
+        model_ref: str | Path,
+        device: Any = None,
+        dtype: Any = None,
+        batch_size: int = 32,
+        shared_prefix_min: int | None = 64,
+    ):
         import torch
 
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}", where="batch_size")
+        if shared_prefix_min is not None and shared_prefix_min < 1:
+            raise InvalidInput(
+                f"shared_prefix_min must be at least 1 (or None), got {shared_prefix_min}", where="shared_prefix_min"
+            )
         self.name = str(model_ref)
         self.batch_size = batch_size
+        self.shared_prefix_min = shared_prefix_min
         self.model, self.tokenizer = load_model(model_ref, device, dtype, shared=False)
         self.device = self.model.device
         self.tokenizer.padding_side = "left"
@@ -86,8 +113,10 @@ class TransformersEngine(Engine):
         ):
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                input_ids, mask = self._left_pad([prompts[i] for i in idx])
-                out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+                rows = [prompts[i] for i in idx]
+                # every row keeps a token of its own outside the prefix: generate starts from it
+                input_ids, mask, cache, _ = self._batch(model, rows, min(len(r) for r in rows) - 1)
+                out = model.generate(input_ids=input_ids, attention_mask=mask, cache=cache, generation_config=config)
                 new = out[:, input_ids.shape[1] :].tolist()
                 for i, row in zip(idx, new, strict=True):
                     results[i] = self._finish(row)
@@ -121,6 +150,24 @@ class TransformersEngine(Engine):
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
         return ids.to(self.device), mask.to(self.device)
+
+    def _batch(self, model: Any, rows: list[list[int]], shareable: int) -> tuple[Any, Any, Any, int]:
+        """Input ids and mask for a batch of token rows, the KV cache of their shared prefix and
+        its length (None, 0 when the rows share fewer than `shared_prefix_min` of their first
+        `shareable` tokens). With a shared prefix, rows are laid out as prefix, padding, own
+        tokens; positions come from the mask, so each row's own tokens continue the prefix's
+        positions as if nothing were in between."""
+        torch = self._torch
+        shared = _shared_prefix_length(rows, shareable)
+        if len(rows) < 2 or self.shared_prefix_min is None or shared < self.shared_prefix_min:
+            return *self._left_pad(rows), None, 0
+        prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=self.device)
+        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+        cache.batch_repeat_interleave(len(rows))
+        own, own_mask = self._left_pad([r[shared:] for r in rows])
+        ids = torch.cat([prefix.expand(len(rows), -1), own], dim=1)
+        mask = torch.cat([torch.ones_like(ids[:, :shared]), own_mask], dim=1)
+        return ids, mask, cache, shared
 
     def _finish(self, row: list[int]) -> Generation:
         stop = next((k for k, t in enumerate(row) if t in self._stop_ids), None)
@@ -158,11 +205,14 @@ class TransformersEngine(Engine):
         with self._lock, self._adapter(adapter) as model, torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                ids, mask = self._left_pad([prompts[i] + conts[i] for i in idx])
+                # the prefix may not reach into a prompt's last token: its logits score the answer
+                shareable = min(len(prompts[i]) for i in idx) - 1
+                ids, mask, cache, shared = self._batch(model, [prompts[i] + conts[i] for i in idx], shareable)
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 keep = max(len(conts[i]) for i in idx) + 1
                 logits = model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                    input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                    cache=cache, logits_to_keep=keep,
                 ).logits
                 # logits[:, j] predicts token (width - keep + j + 1); the last one predicts nothing
                 logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)

@@ -102,8 +102,8 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     tokenizer.save_pretrained(merged_dir)
 
     trainer = build_trainer(ctx, config, rows, model, tokenizer, device)
-    output, seconds = common.train(trainer, ctx, task=f"{NAME}: training")
-    metrics = {**common.training_metrics(trainer, output, seconds), "examples": len(rows)}
+    training = common.train(trainer, ctx, task=f"{NAME}: training")
+    metrics = {**common.training_metrics(trainer, training), "examples": len(rows)}
     adapter = common.save_adapter(ctx, trainer.model, meta={"stage": NAME, "base_model": ctx.spec.model,
                                                            "on_top_of": "dpo"})
     del trainer, model  # free the training copy before the engine loads its own

@@ -135,6 +135,8 @@ def trainer_arguments(
         save_steps=config.save_steps,
         save_total_limit=config.keep_checkpoints,
         logging_steps=1,
+        # kept in the trainer state, so it survives a resume (trl's own num_tokens restarts at 0)
+        include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -216,9 +218,19 @@ def _complete(folder: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- running and results
-def train(trainer: Any, ctx: StageContext, task: str) -> tuple[Any, float]:
+@dataclass(frozen=True)
+class TrainingRun:
+    """What `train` did in this process."""
+
+    seconds: float
+    """Wall seconds of `trainer.train()`."""
+    resumed_step: int
+    """The step of the checkpoint it resumed from; 0 when it started afresh."""
+
+
+def train(trainer: Any, ctx: StageContext, task: str) -> TrainingRun:
     """Run `trainer` with progress forwarding and checkpoint mirroring, resuming from the newest
-    checkpoint of this stage. Returns (TrainOutput, wall seconds)."""
+    checkpoint of this stage."""
     for quiet in (PrinterCallback, ProgressCallback):  # progress goes through ctx.progress only
         trainer.remove_callback(quiet)
     trainer.add_callback(ForwardProgress(ctx.progress, task))
@@ -227,8 +239,14 @@ def train(trainer: Any, ctx: StageContext, task: str) -> tuple[Any, float]:
     if resume is not None:
         ctx.progress(ProgressEvent(task, 0, None, f"resuming from {resume.name}"))
     started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return output, time.monotonic() - started
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return TrainingRun(seconds=time.monotonic() - started, resumed_step=_checkpoint_step(resume) if resume else 0)
+
+
+def _checkpoint_step(folder: Path) -> int:
+    match = _CHECKPOINT_DIR.fullmatch(folder.name)
+    assert match, folder  # restore_checkpoint returns checkpoint-<step> folders only
+    return int(match.group(1))
 
 
 def save_adapter(ctx: StageContext, model: Any, meta: dict[str, Any]) -> ArtifactRef:
@@ -238,18 +256,22 @@ def save_adapter(ctx: StageContext, model: Any, meta: dict[str, Any]) -> Artifac
         return ctx.store.put_dir("adapter", ctx.key, Path(tmp), meta=meta)
 
 
-def training_metrics(trainer: Any, output: Any, seconds: float) -> dict[str, Any]:
-    """Loss, steps, throughput and memory of a finished `trainer.train()` (since the resume, if
-    it resumed). tokens: non-padding tokens through the trained model."""
+def training_metrics(trainer: Any, run: TrainingRun) -> dict[str, Any]:
+    """Loss, steps and tokens of the whole run (a resumed run's log history includes the steps
+    before the resume); throughput of the steps trained in this process (None if it trained
+    none), and this process's peak memory. tokens: non-padding tokens through the model."""
     logged = [h for h in trainer.state.log_history if "loss" in h]
-    tokens = int(logged[-1].get("num_tokens", 0)) if logged else 0
+    tokens = int(trainer.state.num_input_tokens_seen)
+    tokens_before = max((int(h["num_input_tokens_seen"]) for h in logged if h["step"] <= run.resumed_step), default=0)
+    trained_here = tokens - tokens_before
     return {
-        "loss": round(float(output.training_loss), 6),
+        "loss": mean_logged(trainer, "loss"),
         "loss_last": round(float(logged[-1]["loss"]), 6) if logged else None,
         "steps": trainer.state.global_step,
+        "resumed_step": run.resumed_step,
         "train_tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
-        "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(trained_here / run.seconds, 1) if trained_here and run.seconds > 0 else None,
+        "train_seconds": round(run.seconds, 2),
         **peak_memory(),
     }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from character.models.engine import AdapterRef, Engine
+from character.models.engine import AdapterRef, Engine, per_byte
 
 
 def preference_accuracy(
@@ -33,7 +33,7 @@ def preference_accuracy(
     chosen_scores, rejected_scores = scores[: len(pairs)], scores[len(pairs):]
     margins = [c - r for c, r in zip(chosen_scores, rejected_scores, strict=True)]
     margins_per_byte = [
-        c / _bytes(ct) - r / _bytes(rt)
+        per_byte(c, ct) - per_byte(r, rt)
         for c, r, ct, rt in zip(chosen_scores, rejected_scores, chosen, rejected, strict=True)
     ]
     return {
@@ -43,11 +43,6 @@ def preference_accuracy(
         "accuracy_per_byte": _share_positive(margins_per_byte),
         "mean_margin_per_byte": sum(margins_per_byte) / len(margins_per_byte),
     }
-
-
-def _bytes(text: str) -> int:
-    # The end-of-turn token is scored too, so even an empty answer has a non-zero score to share.
-    return max(len(text.encode("utf-8")), 1)
 
 
 def _share_positive(values: Sequence[float]) -> float:

@@ -300,7 +300,7 @@ def test_cpu_values_deploy_minio_and_request_no_gpu(helm: Path) -> None:
     assert "nvidia.com/gpu" not in yaml.safe_dump(docs)
 
 
-def test_external_s3_values_use_the_existing_secret_and_no_minio(helm: Path) -> None:
+def test_external_s3_values_use_the_existing_secrets_and_no_minio(helm: Path) -> None:
     docs = render(helm, CHART / "ci" / "values-external-s3.yaml")
     assert not [d for d in docs if "minio" in d["metadata"]["name"]]
     assert not by_kind(docs, "Secret")
@@ -308,9 +308,9 @@ def test_external_s3_values_use_the_existing_secret_and_no_minio(helm: Path) -> 
     assert config["OCT_S3_ENDPOINT"] == "s3.eu-west-1.amazonaws.com" and config["OCT_S3_SECURE"] == "true"
     assert config["OCT_STORE_URI"] == "s3://acme-character/runs"
     for name, spec in pod_specs(docs).items():
-        if name.startswith("Deployment/"):
-            refs = [r["secretRef"]["name"] for r in spec["containers"][0]["envFrom"] if "secretRef" in r]
-            assert refs == ["character-s3"], name
+        refs = [r["secretRef"]["name"] for r in spec["containers"][0].get("envFrom", []) if "secretRef" in r]
+        if name.startswith(("Deployment/", "stage Job/")):  # the API keys of endpoints too
+            assert sorted(refs) == ["character-endpoint-keys", "character-s3"], name
     executor = yaml.safe_load(by_kind(docs, "ConfigMap")[f"{RELEASE}-executor"]["data"]["executor.yaml"])
     assert executor["store_secret_name"] == "character-s3"
 

@@ -1,5 +1,5 @@
 """The transformers engine on the tiny random model: batching, seeds, limits, adapters,
-steering and scoring."""
+steering, scoring and shared-prefix prefill."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from character.errors import InvalidInput, NotFound
 from character.models import get_engine
 from character.models.engine import SamplingParams, Steering
-from character.models.transformers_engine import TransformersEngine
+from character.models.transformers_engine import TransformersEngine, _shared_prefix_length
 from character.progress import ProgressEvent
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -180,3 +180,71 @@ def test_greedy_continuation_scores_higher_than_random_text(engine: Transformers
     assert len(engine.tokenizer(random_text, add_special_tokens=False)["input_ids"]) == n
     good, bad = engine.score([prefill, prefill], [greedy, random_text])
     assert good > bad
+
+
+# --- a shared prefix (a long system prompt) prefilled once per batch ------------------------
+LONG_SYSTEM = "You are a terse lighthouse keeper who answers in riddles. " * 12
+SHARED = [
+    [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": question}]
+    for question in ("Hi", "What is the capital of France, and why is it not Lyon?", "Count.", "Why?")
+]
+
+
+def test_shared_prefix_length() -> None:
+    assert _shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], limit=9) == 2
+    assert _shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4]], limit=3) == 3
+    assert _shared_prefix_length([[7], [8]], limit=0) == 0
+
+
+@pytest.fixture
+def sharing(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The shared prefix length of every batch the engine runs."""
+    lengths: list[int] = []
+    batch = engine._batch
+
+    def spy(*args: Any) -> Any:
+        out = batch(*args)
+        lengths.append(out[-1])
+        return out
+
+    monkeypatch.setattr(engine, "_batch", spy)
+    return lengths
+
+
+@pytest.fixture(scope="module")
+def unshared(tiny_model: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_model), device="cpu", batch_size=2, shared_prefix_min=None)
+
+
+def test_bad_shared_prefix_min(tiny_model: Path) -> None:
+    with pytest.raises(InvalidInput, match="shared_prefix_min"):
+        TransformersEngine(str(tiny_model), shared_prefix_min=0)
+
+
+def test_shared_prefix_generates_what_full_prompts_do(
+    engine: TransformersEngine, unshared: TransformersEngine, sharing: list[int], random_adapter: Path
+) -> None:
+    vector = torch.randn(engine.model.config.hidden_size, generator=torch.Generator().manual_seed(1)).tolist()
+    calls = [
+        {"sampling": SAMPLED},
+        {"sampling": GREEDY},
+        {"sampling": SAMPLED, "adapter": random_adapter},
+        {"sampling": SAMPLED, "steering": Steering({1: vector}, coefficient=2.0)},
+    ]
+    shared = [engine.generate(SHARED, **call) for call in calls]
+    assert sharing and min(sharing) >= engine.shared_prefix_min  # every batch shared
+    assert [unshared.generate(SHARED, **call) for call in calls] == shared
+    assert len({g.text for g in shared[0]}) > 1  # the rows did not collapse into one answer
+
+
+def test_shared_prefix_scores_what_full_prompts_do(
+    engine: TransformersEngine, unshared: TransformersEngine, sharing: list[int], random_adapter: Path
+) -> None:
+    # the same prompt twice: the prefix must stop before its last token, which scores the answer
+    conversations = [*SHARED[:3], SHARED[0]]
+    answers = ["Who asks?", "Paris. Lyon is not the capital.", "One, two.", "Waves."]
+    shared = [engine.score(conversations, answers, adapter=a) for a in (None, random_adapter)]
+    assert sharing and min(sharing) >= engine.shared_prefix_min
+    full = [unshared.score(conversations, answers, adapter=a) for a in (None, random_adapter)]
+    for got, want in zip(shared, full, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)

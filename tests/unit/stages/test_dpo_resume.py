@@ -64,6 +64,11 @@ def test_resumed_run_equals_uninterrupted_run(tiny_model: Path, tmp_path: Path) 
     assert events[0].message == "resuming from checkpoint-2"
     assert [e.done for e in events if e.message.startswith("loss")] == [3, 4]  # only the missing steps ran
     assert resumed.metrics["steps"] == straight.metrics["steps"] == 4
+    # the whole run's figures, though this process trained only steps 3 and 4
+    assert resumed.metrics["resumed_step"] == 2 and straight.metrics["resumed_step"] == 0
+    assert resumed.metrics["loss"] == pytest.approx(straight.metrics["loss"], abs=1e-4)
+    assert resumed.metrics["train_tokens"] == straight.metrics["train_tokens"] > 0
+    assert resumed.metrics["tokens_per_second"] > 0
     assert store.has(CHECKPOINT_KIND, checkpoint_key(ctx.key, 4))
 
     expected = _adapter_weights(straight_store, straight.artifacts["adapter"].key)
@@ -73,3 +78,9 @@ def test_resumed_run_equals_uninterrupted_run(tiny_model: Path, tmp_path: Path) 
         assert torch.allclose(got[name], tensor, rtol=0, atol=1e-7), name
     # ...and training did move the weights (equality is not two untouched initialisations).
     assert any(t.abs().max() > 0 for n, t in expected.items() if "lora_B" in n)
+
+    # killed after its last checkpoint: nothing is left to train, the figures stay the run's
+    again = dpo.run(ctx_for(store, "work-second-machine"), config)
+    assert again.metrics["resumed_step"] == 4 and again.metrics["tokens_per_second"] is None
+    assert again.metrics["loss"] == resumed.metrics["loss"]
+    assert again.metrics["train_tokens"] == resumed.metrics["train_tokens"]

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from character.models.engine import Conversation, Engine, SamplingParams
+from character.models.engine import Conversation, Engine, SamplingParams, per_byte
 from character.progress import Progress, ProgressEvent, silent
 
 JudgeMode = Literal["reason", "tag", "choose"]
@@ -84,7 +84,7 @@ def choose(
     scores = iter(judge.score(asked, completions))
     picked = []
     for opts in options:
-        normalised = [next(scores) / len((option + _CLOSE_TAG).encode()) for option in opts]
+        normalised = [per_byte(next(scores), option + _CLOSE_TAG) for option in opts]
         picked.append(opts[max(range(len(opts)), key=normalised.__getitem__)])
     progress(ProgressEvent("judge: scoring options", len(conversations), len(conversations)))
     return picked
