@@ -147,6 +147,14 @@ def encode_for_scoring(
     return prompts, conts
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens, at most `limit`, all token rows share."""
+    shared = 0
+    while shared < limit and all(r[shared] == rows[0][shared] for r in rows):
+        shared += 1
+    return shared
+
+
 def check_context(tokens: int, context: int, where: str) -> None:
     """Refuse `tokens` that fill a context of `context` tokens (0: unknown, not checked)."""
     if context and tokens >= context:

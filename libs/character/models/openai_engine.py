@@ -45,7 +45,13 @@ from urllib.parse import urlsplit
 import openai
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat import encode_for_scoring, end_of_turn_token, render, validate_conversation
+from character.models.chat import (
+    encode_for_scoring,
+    end_of_turn_token,
+    render,
+    shared_prefix_length,
+    validate_conversation,
+)
 from character.models.engine import (
     AdapterRef,
     Conversation,
@@ -221,7 +227,7 @@ class OpenAIEngine(Engine):
         for conversation, continuation, prompt in zip(conversations, continuations, prompts, strict=True):
             text = render(tokenizer, conversation, add_generation_prompt=True) + continuation + eot
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            shared = next((k for k, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b), len(prompt))
+            shared = shared_prefix_length([ids, prompt], min(len(ids), len(prompt)))
             requests.append((text, len(ids), len(ids) - shared))
 
         def one(_i: int, request: tuple[str, int, int]) -> float:

@@ -31,18 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from character.errors import InvalidInput, NotFound
-from character.models.chat import encode_for_scoring, encode_prompts, stop_token_ids
+from character.models.chat import encode_for_scoring, encode_prompts, shared_prefix_length, stop_token_ids
 from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
 from character.models.loading import load_model
 from character.progress import Progress, ProgressEvent, silent
-
-
-def _shared_prefix_length(rows: Sequence[Sequence[int]], limit: int) -> int:
-    """How many leading tokens, at most `limit`, all rows share."""
-    shared = 0
-    while shared < limit and all(r[shared] == rows[0][shared] for r in rows):
-        shared += 1
-    return shared
 
 
 class TransformersEngine(Engine):
@@ -158,7 +150,7 @@ class TransformersEngine(Engine):
         tokens; positions come from the mask, so each row's own tokens continue the prefix's
         positions as if nothing were in between."""
         torch = self._torch
-        shared = _shared_prefix_length(rows, shareable)
+        shared = shared_prefix_length(rows, shareable)
         if len(rows) < 2 or self.shared_prefix_min is None or shared < self.shared_prefix_min:
             return *self._left_pad(rows), None, 0
         prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=self.device)

@@ -262,7 +262,8 @@ def training_metrics(trainer: Any, run: TrainingRun) -> dict[str, Any]:
     none), and this process's peak memory. tokens: non-padding tokens through the model."""
     logged = [h for h in trainer.state.log_history if "loss" in h]
     tokens = int(trainer.state.num_input_tokens_seen)
-    tokens_before = max((int(h["num_input_tokens_seen"]) for h in logged if h["step"] <= run.resumed_step), default=0)
+    tokens_before = max((int(h.get("num_input_tokens_seen", 0)) for h in logged if h["step"] <= run.resumed_step),
+                        default=0)
     trained_here = tokens - tokens_before
     return {
         "loss": mean_logged(trainer, "loss"),

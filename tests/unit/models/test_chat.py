@@ -13,6 +13,7 @@ from character.models.chat import (
     TRAINING_TEMPLATE,
     chatml_training_template,
     render,
+    shared_prefix_length,
     stop_token_ids,
     training_template,
     with_training_template,
@@ -148,3 +149,9 @@ def test_assistant_mask_covers_only_assistant_tokens(tok: Any) -> None:
     masked = [t for t, m in zip(ids, mask, strict=True) if m]
     assert tok.decode(masked) == "b\n\nc <|im_end|>e<|im_end|>"
     assert is_chat_template_stop_token_trained(tok)
+
+
+def test_shared_prefix_length() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], limit=9) == 2
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4]], limit=3) == 3
+    assert shared_prefix_length([[7], [8]], limit=0) == 0

@@ -11,7 +11,7 @@ import torch
 from character.errors import InvalidInput, NotFound
 from character.models import get_engine
 from character.models.engine import SamplingParams, Steering
-from character.models.transformers_engine import TransformersEngine, _shared_prefix_length
+from character.models.transformers_engine import TransformersEngine
 from character.progress import ProgressEvent
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -188,12 +188,6 @@ SHARED = [
     [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": question}]
     for question in ("Hi", "What is the capital of France, and why is it not Lyon?", "Count.", "Why?")
 ]
-
-
-def test_shared_prefix_length() -> None:
-    assert _shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], limit=9) == 2
-    assert _shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4]], limit=3) == 3
-    assert _shared_prefix_length([[7], [8]], limit=0) == 0
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
   format at once (no room to reason);
 - "choose": forced choice. The reply is prefilled with `<answer>` and the judge *scores* each
   option's completion `OPTION</answer>`; the verdict is the option it finds most likely per
-  UTF-8 byte (lm-evaluation-harness's `acc_norm` convention, as in training/preference.py), so
+  UTF-8 byte (`models.engine.per_byte`, as the held-out preference accuracy uses), so
   long trait names are not penalised for their extra tokens. It never fails to parse, which is
   what makes a 135M model usable as its own judge; the verdict is still the judge's own
   preference, read from its likelihoods (it is consistent across option orders: see tests).

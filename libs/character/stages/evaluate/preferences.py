@@ -5,10 +5,10 @@ random order. The model is told to answer as whichever of the two it would most 
 adopt, without saying which; the judge reads the answer (and the original message, not the
 instruction) and names the trait expressed in <answer></answer> tags, "neither" not allowed
 (or, with the forced-choice judge, scores the two; see judge.py). An unparseable verdict is a
-parse failure: counted and reported, never guessed. The chosen
-trait beats the other one; traits are rated by Bradley-Terry with bootstrap intervals (and,
-for comparison with the reference, online Elo). Every model answers the same prompts with
-the same trait pairs, so their ratings are directly comparable.
+parse failure: counted and reported, never guessed. The chosen trait beats the other one;
+traits are rated by Bradley-Terry with bootstrap intervals (and, for comparison with the
+reference, online Elo). Every model answers the same prompts with the same trait pairs, so
+their ratings are directly comparable.
 """
 
 from __future__ import annotations
