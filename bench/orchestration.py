@@ -37,9 +37,9 @@ OCT = str(Path(sys.executable).with_name("oct"))
 
 
 def free_base_port() -> int:
-    """A base port whose next four ports and their metrics ports (+1000) are all free."""
+    """A base port whose next four ports, their metrics (+1000) and health ports (+2000) are all free."""
     for base in range(21050, 40000, 17):
-        ports = [base + i for i in range(5)] + [base + 1000 + i for i in range(5)]
+        ports = [base + offset + i for offset in (0, 1000, 2000) for i in range(5)]
         try:
             for port in ports:
                 with socket.socket() as sock:
@@ -91,7 +91,7 @@ def services_run(spec: Path, work: Path) -> tuple[float, float]:
         up = subprocess.Popen([OCT, "up", "--store", str(work / "store"), "--base-port", str(base)],
                               env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        wait_serving(f"127.0.0.1:{base}")
+        wait_serving(f"127.0.0.1:{base + 2000}")  # the plaintext health port (gRPC itself is TLS)
         startup = time.monotonic() - started
         seconds = timed([OCT, "submit", str(spec), "--controller", f"127.0.0.1:{base}", "--watch"], env,
                         work / "submit.log")
@@ -103,7 +103,7 @@ def services_run(spec: Path, work: Path) -> tuple[float, float]:
 
 def stage_seconds(store: Path) -> dict[str, float]:
     """Seconds each stage of the store's (only) run took, from its record."""
-    from character.controller.records import list_runs
+    from character.controller.runs import list_runs
     from character.store import open_store
 
     (record,) = list_runs(open_store(str(store)))
@@ -126,8 +126,10 @@ def main() -> None:
     demo = {"constitution": args.persona, "scale": "demo"}
     doc = yaml.safe_load(args.spec.read_text()) if args.spec else demo
     model = args.model or doc.get("model") or "smollm2"
-    # A folder, so each path's own OCT_HOME does not prepare the model again.
-    doc["model"] = model if Path(model).is_dir() else str(prepare_model(model))
+    # A folder, so each path's own OCT_HOME does not prepare the model again; named in a platform
+    # config, since a submitted spec names models, not folders (both paths use the name).
+    folder = model if Path(model).is_dir() else str(prepare_model(model))
+    doc["model"] = "bench-model"
     inline_s, services_s, startup_s = [], [], []
     with contextlib.ExitStack() as stack:
         if args.keep:
@@ -137,6 +139,9 @@ def main() -> None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="oct-bench-"))
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+        platform = Path(tmp) / "platform.yaml"
+        platform.write_text(yaml.safe_dump({"models": {"bench-model": folder}}))
+        os.environ["OCT_PLATFORM_CONFIG"] = str(platform)
         for i in range(args.repeat):
             for path in ("inline", "services"):
                 (Path(tmp) / f"{path}-{i}").mkdir()

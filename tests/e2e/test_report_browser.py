@@ -15,7 +15,6 @@ from character.report import SECTIONS, write_report
 from tests.unit.evaluate.synthetic import results
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path("/tmp/report.png")
 
 
 @pytest.fixture
@@ -62,7 +61,15 @@ def test_report_renders_in_a_real_browser(browser, tmp_path: Path) -> None:
     assert len(images) == 7
     for src, complete, width in images:
         assert complete and width > 0, f"{src} did not load"
-    # the full page, for a person to look at
+    # The full page, for a person to look at: a real image of the whole page, with content on it.
+    from PIL import Image
+
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(1100, height)
-    assert browser.save_screenshot(str(SCREENSHOT))
+    screenshot = tmp_path / "report.png"
+    browser.save_screenshot(str(screenshot))
+    with Image.open(screenshot) as image:
+        assert image.format == "PNG"
+        assert image.height >= min(height, 1400) * 0.9 and image.width >= 1000
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50  # None: more colours than counted, not a blank page

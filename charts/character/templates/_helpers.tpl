@@ -58,12 +58,74 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-worker" (include "character.fullname" .) -}}
 {{- end -}}
 
-{{/* The Secret holding OCT_S3_ACCESS_KEY and OCT_S3_SECRET_KEY. */}}
-{{- define "character.s3SecretName" -}}
-{{- if .Values.s3.existingSecret -}}
-{{- .Values.s3.existingSecret -}}
+{{/*
+Components with their own S3 identity (one MinIO user or one external Secret each) that this
+install runs: the controller, and the stage Jobs (kubernetes executor) or the deployed workers.
+*/}}
+{{- define "character.s3Components" -}}
+{{- if eq .Values.controller.executor "kubernetes" -}}
+controller stages
 {{- else -}}
-{{- printf "%s-s3" (include "character.fullname" .) -}}
+{{- include "character.deployedServices" . | trim -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret holding OCT_S3_ACCESS_KEY and OCT_S3_SECRET_KEY of one component; call with
+(dict "root" $ "component" "controller"). With the chart's MinIO: its per-component user
+`<fullname>-s3-<component>`; else s3.componentSecrets, s3.existingSecret or `<fullname>-s3`.
+*/}}
+{{- define "character.s3SecretFor" -}}
+{{- $v := .root.Values -}}
+{{- if $v.minio.enabled -}}
+{{- printf "%s-s3-%s" (include "character.fullname" .root) .component -}}
+{{- else if index (default dict $v.s3.componentSecrets) .component -}}
+{{- index $v.s3.componentSecrets .component -}}
+{{- else if $v.s3.existingSecret -}}
+{{- $v.s3.existingSecret -}}
+{{- else -}}
+{{- printf "%s-s3" (include "character.fullname" .root) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "character.minioRootSecretName" -}}
+{{- default (printf "%s-minio-root" (include "character.fullname" .)) .Values.minio.existingRootSecret -}}
+{{- end -}}
+
+{{/* The services the chart deploys: the controller, and the workers with the services executor. */}}
+{{- define "character.deployedServices" -}}
+{{- range $name, $svc := .Values.services -}}
+{{- if and $svc.enabled (or (eq $name "controller") (eq $.Values.controller.executor "services")) }}{{ $name }} {{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The TLS Secret of one service; call with (dict "root" $ "component" "generation"). */}}
+{{- define "character.tlsSecretFor" -}}
+{{- default (printf "%s-%s-tls" (include "character.fullname" .root) .component) .root.Values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* DNS names a service's certificate covers; call with (dict "root" $ "component" "generation"). */}}
+{{- define "character.serviceDnsNames" -}}
+{{- $svc := printf "%s-%s" (include "character.fullname" .root) .component -}}
+{{- $ns := .root.Release.Namespace -}}
+- {{ $svc }}
+- {{ $svc }}.{{ $ns }}
+- {{ $svc }}.{{ $ns }}.svc
+- {{ $svc }}.{{ $ns }}.svc.cluster.local
+{{- if eq .component "controller" }}
+- localhost
+{{- end }}
+{{- end -}}
+
+{{- define "character.platformConfigName" -}}
+{{- printf "%s-platform" (include "character.fullname" .) -}}
+{{- end -}}
+
+{{- define "character.s3CaSecret" -}}
+{{- if .Values.minio.enabled -}}
+{{- if .Values.minio.tls -}}{{ include "character.tlsSecretFor" (dict "root" . "component" "minio") }}{{- end -}}
+{{- else -}}
+{{- .Values.externalS3.caSecret -}}
 {{- end -}}
 {{- end -}}
 
@@ -89,7 +151,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "character.s3Secure" -}}
-{{- if .Values.minio.enabled -}}false{{- else -}}{{ .Values.externalS3.secure | toString }}{{- end -}}
+{{- if .Values.minio.enabled -}}{{ .Values.minio.tls | toString }}{{- else -}}{{ .Values.externalS3.secure | toString }}{{- end -}}
 {{- end -}}
 
 {{/* Pod-level security context: non-root uid 10001, RuntimeDefault seccomp. */}}
@@ -112,14 +174,28 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
-{{/* Env every oct container gets: caches under OCT_HOME, HOME on the writable /tmp. */}}
+{{/*
+Env every oct container gets: caches under OCT_HOME, HOME on the writable /tmp, no hub
+downloads, the S3 CA when there is one, then the operator's `env`.
+*/}}
 {{- define "character.octEnv" -}}
-- name: OCT_HOME
-  value: /var/lib/oct
-- name: HOME
-  value: /tmp
-- name: XDG_CACHE_HOME
-  value: /var/lib/oct/cache
+{{- $env := merge (dict) (default dict .Values.env) (include "character.octEnvDefaults" . | fromYaml) -}}
+{{- $list := list -}}
+{{- range $name := keys $env | sortAlpha -}}
+{{- $list = append $list (dict "name" $name "value" (index $env $name | toString)) -}}
+{{- end -}}
+{{- toYaml $list -}}
+{{- end -}}
+
+{{/* The defaults under .Values.env, as a map (the stage Jobs get the same through executor.yaml). */}}
+{{- define "character.octEnvDefaults" -}}
+OCT_HOME: /var/lib/oct
+HOME: /tmp
+XDG_CACHE_HOME: /var/lib/oct/cache
+HF_HUB_OFFLINE: "1"
+{{- if include "character.s3CaSecret" . }}
+OCT_S3_CA_FILE: /etc/oct/s3-ca/ca.crt
+{{- end }}
 {{- end -}}
 
 {{- define "character.octVolumeMounts" -}}
@@ -127,6 +203,11 @@ capabilities:
   mountPath: /tmp
 - name: oct-home
   mountPath: /var/lib/oct
+{{- if include "character.s3CaSecret" . }}
+- name: s3-ca
+  mountPath: /etc/oct/s3-ca
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "character.octVolumes" -}}
@@ -140,4 +221,78 @@ capabilities:
   emptyDir:
     sizeLimit: {{ .Values.octHome.sizeLimit | default "20Gi" }}
 {{- end }}
+{{- with include "character.s3CaSecret" . }}
+- name: s3-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/*
+A Secret whose values, when generated (call with "generated" true), are kept from the
+cluster on upgrade; call with (dict "root" $ "name" N "component" C "data" {KEY: value}).
+*/}}
+{{- define "character.keptSecret" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- $data := dict -}}
+{{- $generated := default false .generated -}}
+{{- range $key, $value := .data -}}
+{{- $old := "" -}}
+{{- if and $existing $existing.data (hasKey $existing.data $key) -}}
+{{- $old = index $existing.data $key | b64dec -}}
+{{- end -}}
+{{- /* generated values keep what the cluster has; given ones win */ -}}
+{{- $_ := set $data $key (ternary (default $value $old) (default $old $value) $generated) -}}
+{{- end -}}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "character.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  {{- range $key := keys $data | sortAlpha }}
+  {{ $key }}: {{ index $data $key | b64enc | quote }}
+  {{- end }}
+{{- end -}}
+
+{{/* "true" when an IPv4 CIDR contains the cloud metadata address 169.254.169.254. */}}
+{{- define "character.containsMetadata" -}}
+{{- $parts := splitList "/" . -}}
+{{- if and (not (contains ":" .)) (eq (len $parts) 2) -}}
+{{- $o := splitList "." (first $parts) -}}
+{{- $ip := add (mul (atoi (index $o 0)) 16777216) (mul (atoi (index $o 1)) 65536) (mul (atoi (index $o 2)) 256) (atoi (index $o 3)) -}}
+{{- $meta := add (mul 169 16777216) (mul 254 65536) (mul 169 256) 254 -}}
+{{- $size := 1 -}}
+{{- range until (sub 32 (atoi (last $parts)) | int) }}{{ $size = mul $size 2 }}{{ end -}}
+{{- if eq (div $ip $size) (div $meta $size) }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* NetworkPolicy peers, refusing any ipBlock that would let the metadata address through; call with (dict "peers" L "where" "networkPolicy.dns"). */}}
+{{- define "character.peers" -}}
+{{- range $i, $peer := .peers -}}
+{{- with $peer.ipBlock -}}
+{{- if and (include "character.containsMetadata" .cidr) (not (has "169.254.169.254/32" (default list .except))) -}}
+{{- fail (printf "%s[%d]: ipBlock %s contains the cloud metadata address; add 169.254.169.254/32 to its except list" $.where $i .cidr) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml .peers -}}
+{{- end -}}
+
+{{- define "character.clientServiceAccount" -}}
+{{- printf "%s-client" (include "character.fullname" .) -}}
+{{- end -}}
+
+{{- define "character.authSecretName" -}}
+{{- default (printf "%s-auth" (include "character.fullname" .)) .Values.controller.auth.tokensSecret -}}
 {{- end -}}

@@ -1,17 +1,20 @@
 """`oct`: the command line of the character-training platform.
 
 Each command group lives in its own module and registers itself here; commands are thin
-wrappers over the library. Errors the user can fix (`CharacterError`) are printed as one
+wrappers over the library. Command groups from outside the library (the gRPC services'
+`oct up`, `serve`, `submit`, ...) come in through the `oct.commands` entry-point group, so
+the library never imports them. Errors the user can fix (`CharacterError`) are printed as one
 clear message with exit status 2, never as a traceback.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import typer
 
-from character.cli import cluster, evaluate, models, personas, run
+from character.cli import evaluate, models, personas, run
 from character.errors import CharacterError
 
 app = typer.Typer(
@@ -21,8 +24,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (personas, models, run, evaluate, cluster):
+COMMAND_PLUGINS = "oct.commands"
+"""Entry-point group: each entry is a `register(app: typer.Typer)` adding commands."""
+
+for module in (personas, models, run, evaluate):
     module.register(app)
+for plugin in entry_points(group=COMMAND_PLUGINS):
+    plugin.load()(app)
 
 
 def main() -> None:

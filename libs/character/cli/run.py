@@ -1,31 +1,76 @@
-"""`oct run` (the whole pipeline in-process) and `oct stage` (one stage, as a Kubernetes Job runs it)."""
+"""`oct run` (the whole pipeline in-process) and `oct stage` (one stage, as a Kubernetes Job runs it).
+
+`oct run` is the controller in this process with the inline executor
+(`character.controller.inline_executor.run_in_process`): the same state machine, records and
+stage preparation as a run submitted to the controller service.
+"""
 
 from __future__ import annotations
 
-import time
+import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from character.pipeline.stage import StageResult
+if TYPE_CHECKING:
+    from character.controller.runs import RunRecord
+    from character.store.base import Store
 
 console = Console()
 
 
-def _summary(results: dict[str, StageResult], timings: dict[str, float], skipped: set[str]) -> None:
-    table = Table("stage", "status", "seconds", "artifacts", "metrics")
-    for name, result in results.items():
-        metrics = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in result.metrics.items()
-            if isinstance(v, int | float | str) and k != "wall_seconds"
-        )
-        arts = ", ".join(f"{k}:{ref.kind}/{ref.key[:12]}" for k, ref in result.artifacts.items())
-        status = "[dim]cached[/dim]" if name in skipped else "[green]done[/green]"
-        table.add_row(name, status, f"{timings.get(name, 0):.1f}", arts, metrics[:160])
-    console.print(table)
+def stage_summaries(record: RunRecord, store: Store, stages: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One entry per stage: state, whether it was found done, seconds, artifacts and every metric."""
+    from character.pipeline.runner import stored_result
+
+    rows = []
+    for name in stages:
+        stage = record.stages[name]
+        result = stored_result(store, stage.key) if stage.state.value == "succeeded" else None
+        seconds = (stage.finished_at - stage.started_at).total_seconds() \
+            if stage.started_at and stage.finished_at and not stage.cached else 0.0
+        rows.append({
+            "stage": name,
+            "state": "cached" if stage.cached else stage.state.value,
+            "seconds": round(seconds, 1),
+            "key": stage.key,
+            "artifacts": {label: f"{ref.kind}/{ref.key}" for label, ref in stage.artifacts.items()},
+            "metrics": result.metrics if result is not None else {},
+            "message": stage.message if stage.state.value in ("failed", "cancelled") else "",
+        })
+    return rows
+
+
+def _full(v: Any) -> str:
+    """A metric's value as it is (strings bare, everything else as compact JSON)."""
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), default=str)
+
+
+def print_summary(rows: list[dict[str, Any]], out: Console) -> None:
+    """On a terminal a table (long metric lists cut to fit); elsewhere (a log, a pipe) one line
+    per stage with every metric in full."""
+    if out.is_terminal:
+        table = Table("stage", "state", "seconds", "artifacts", "metrics")
+        for row in rows:
+            metrics = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in row["metrics"].items()
+                                if isinstance(v, int | float | str) and k != "wall_seconds")
+            arts = ", ".join(f"{label}:{ref[:20]}" for label, ref in row["artifacts"].items())
+            table.add_row(row["stage"], row["state"], f"{row['seconds']:.1f}", arts,
+                          (metrics or row["message"])[:160])
+        out.print(table)
+        return
+    for row in rows:
+        parts = [f"stage {row['stage']}: {row['state']} {row['seconds']:.1f} s key={row['key'][:12]}"]
+        parts += [f"{label}={ref}" for label, ref in row["artifacts"].items()]
+        parts += [f"{k}={_full(v)}" for k, v in row["metrics"].items()]
+        if row["message"]:
+            parts.append(f"message={row['message']!r}")
+        out.print(" ".join(parts), soft_wrap=True, markup=False, highlight=False)
 
 
 def run(
@@ -34,75 +79,73 @@ def run(
     model: str | None = typer.Option(None, help="Student model (default smollm2)."),
     teacher: str | None = typer.Option(None, help="Teacher model (default: the student + constitution)."),
     judge: str | None = typer.Option(None, help="Judge model for evaluation (default: the teacher)."),
-    scale: str | None = typer.Option(None, help="demo (CPU minutes) or full (reference numbers)."),
+    scale: str | None = typer.Option(None, help="demo (CPU minutes), proof (~1 h) or full (reference)."),
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     seed: int | None = typer.Option(None, help="Seed (default 123456)."),
     spec: Path | None = typer.Option(None, help="A run spec YAML; flags override its values."),
     until: str | None = typer.Option(None, help="Stop after this stage."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout "
+                                 "(everything else goes to stderr)."),
 ) -> None:
     """Train a persona end to end in this process: prompts, distill, DPO, introspect, SFT, merge, eval."""
     from character.cli.progress import bars
-    from character.controller.records import open_inline_run, recording_stage
-    from character.pipeline.dag import STAGE_NAMES, run_id_for
-    from character.pipeline.engines import LocalEngines
-    from character.pipeline.runner import run_stage
+    from character.controller.inline_executor import run_in_process
+    from character.errors import CharacterError
+    from character.pipeline.catalog import STAGE_NAMES, stage_module
     from character.pipeline.spec import load_spec, parse_spec
     from character.store import open_store
 
+    if until is not None:
+        stage_module(until)  # an unknown stage: NotFound listing them
     flags = {"constitution": constitution, "model": model, "teacher": teacher, "judge": judge,
              "scale": scale, "store": store, "seed": seed}
     run_spec = load_spec(spec, **flags) if spec else parse_spec({k: v for k, v in flags.items() if v is not None},
                                                                  where="command line")
     stages = STAGE_NAMES if until is None else STAGE_NAMES[: STAGE_NAMES.index(until) + 1]
     the_store = open_store(run_spec.store)
-    run_id = run_id_for(run_spec)
-    console.print(f"run [bold]{run_id}[/bold]: persona {run_spec.persona.name}, student {run_spec.model}, "
-                  f"scale {run_spec.scale}, store {the_store.uri}")
-    engines = LocalEngines.for_spec(the_store, run_spec)
-    record = open_inline_run(the_store, run_spec, run_id)  # so `oct status RUN --store ...` works
-    results: dict[str, StageResult] = {}
-    timings: dict[str, float] = {}
-    skipped: set[str] = set()
+    says = Console(stderr=True) if as_json else console
+    says.print(f"persona {run_spec.persona.name}, student {run_spec.model}, scale {run_spec.scale}, "
+               f"store {the_store.uri}")
     with bars() as progress:
-        for name in stages:
-            started = time.monotonic()
-            with recording_stage(the_store, record, name) as done:
-                result, was_cached = run_stage(run_spec, name, the_store, engines, run_id, progress)
-                done(result)
-            results[name], timings[name] = result, time.monotonic() - started
-            if was_cached:
-                skipped.add(name)
-    _summary(results, timings, skipped)
-    for name in ("merge", "eval"):
-        if name in results:
-            for label, ref in results[name].artifacts.items():
-                path = the_store.materialize(ref.kind, ref.key)
-                console.print(f"{name} {label}: {path}")
+        record = run_in_process(run_spec, the_store, progress, until=until)
+    rows = stage_summaries(record, the_store, stages)
+    finished = all(record.stages[name].state.value == "succeeded" for name in stages)
+    outputs = {f"{name} {label}": str(the_store.materialize(ref.kind, ref.key))
+               for name in ("merge", "eval") if name in stages and finished
+               for label, ref in record.stages[name].artifacts.items()}
+    if as_json:
+        doc = {"run_id": record.run_id, "state": "succeeded" if finished else record.state.value,
+               "store": the_store.uri, "stages": rows, "outputs": outputs}
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    else:
+        console.print(f"run [bold]{record.run_id}[/bold]")
+        print_summary(rows, console)
+        for label, path in outputs.items():
+            console.print(f"{label}: {path}", soft_wrap=True)
+    if not finished:
+        raise CharacterError(f"run {record.run_id} {record.state.value}: {record.message}. Finished stages "
+                             "are kept; run again to continue from there.")
 
 
 def stage(
     name: str = typer.Argument(help="Stage name: prompts, distill, dpo, introspect, sft, merge, eval."),
     run_id: str = typer.Option(..., "--run", help="The run whose spec is stored as record runs/RUN."),
     store: str = typer.Option(..., help="Local folder or s3://bucket/prefix holding the run."),
+    key: str = typer.Option("", help="The stage's key as the controller launched it (refused when the "
+                            "run record holds another)."),
 ) -> None:
     """Run one stage of a stored run (what the Kubernetes executor's Jobs run)."""
-    from character.errors import NotFound
+    from character.cli.progress import bars
+    from character.controller.runs import prepare_stage
     from character.pipeline.engines import LocalEngines
     from character.pipeline.runner import run_stage
-    from character.pipeline.spec import parse_spec
     from character.store import open_store
 
     the_store = open_store(store)
-    record = the_store.get_record(f"runs/{run_id}")
-    if record is None:
-        raise NotFound(f"no run {run_id!r} in store {the_store.uri}")
-    run_spec = parse_spec(record["spec"], where=f"runs/{run_id}")
-    from character.cli.progress import bars
-
+    prepared = prepare_stage(the_store, run_id, name, key)
     with bars() as progress:
-        result, cached = run_stage(run_spec, name, the_store, LocalEngines.for_spec(the_store, run_spec), run_id,
-                                   progress)
-    console.print(f"{name}: {'cached' if cached else 'done'} {result.key[:12]} {result.metrics}")
+        result, cached = run_stage(prepared, the_store, LocalEngines.for_spec(the_store, prepared.spec), progress)
+    console.print(f"{name}: {'cached' if cached else 'done'} {result.key[:12]} {result.metrics}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

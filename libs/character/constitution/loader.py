@@ -2,7 +2,9 @@
 
 Accepted formats:
 - ours, YAML (`.yaml`/`.yml`) or JSON object (`.json`): `{name, description, traits: [...]}`;
-- the reference JSON array (`.json`): `[{"trait": ..., "questions": [...]}, ...]`;
+- the reference JSON array (`.json`, or `.txt` as the reference repository stores its
+  hand-written constitutions): `[{"trait": ..., "questions": [...], "clarification": ...}, ...]`
+  (`questions` and `clarification` optional);
 - the reference augmented JSONL (`.jsonl`): one `{"trait", "questions", "additional_questions"}`
   object a line.
 Reference formats carry no name; the file's stem is used.
@@ -128,11 +130,16 @@ def load_constitution(path: str | Path) -> Constitution:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _from_jsonl(text, path)
-    if suffix == ".json":
+    if suffix in (".json", ".txt"):
+        layout = " (a .txt constitution is the reference layout: a JSON array of traits)" if suffix == ".txt" else ""
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{path}:{err.lineno}") from None
+            raise InvalidInput(
+                f"bad JSON at column {err.colno}: {err.msg}{layout}", where=f"{path}:{err.lineno}"
+            ) from None
+        if suffix == ".txt" and not isinstance(doc, list):
+            raise InvalidInput(f"expected a JSON array of traits{layout}", where=f"{path}:1")
     elif suffix in (".yaml", ".yml"):
         try:
             doc = yaml.safe_load(text)
@@ -141,7 +148,7 @@ def load_constitution(path: str | Path) -> Constitution:
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise InvalidInput(f"bad YAML: {getattr(err, 'problem', None) or err}", where=where) from None
     else:
-        raise InvalidInput(f"unknown constitution format {suffix!r}: use .yaml, .yml, .json or .jsonl",
+        raise InvalidInput(f"unknown constitution format {suffix!r}: use .yaml, .yml, .json, .jsonl or .txt",
                            where=str(path))
     return _from_document(doc, path, text)
 
@@ -169,6 +176,6 @@ def load_persona(name: str) -> Constitution:
 def resolve_constitution(name_or_path: str | Path) -> Constitution:
     """A bundled persona name, or a path to a constitution file."""
     candidate = Path(name_or_path)
-    if candidate.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl") or candidate.exists():
+    if candidate.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl", ".txt") or candidate.exists():
         return load_constitution(candidate)
     return load_persona(str(name_or_path))

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@lru_cache(maxsize=1)
+def one_word_traits() -> tuple[str, ...]:
+    """The 144 one-word traits of the revealed-preference test (traits.txt)."""
+    text = (resources.files("character.constitution") / "traits.txt").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
 def _normalise(text: str) -> str:
@@ -20,8 +29,13 @@ class Trait(BaseModel):
 
     trait: str = Field(min_length=1)
     """The trait as a first-person sentence, e.g. "I respond with sharp wit ..."."""
-    questions: list[str] = Field(min_length=1)
-    """Seed user messages that would draw the trait out (reference: 5 per trait)."""
+    questions: list[str] = []
+    """Seed user messages that would draw the trait out (reference: 5 per trait; some of the
+    reference's hand-written constitutions give none, and prompts are then generated from the
+    trait alone)."""
+    clarification: str | None = None
+    """An optional note on what the trait means (the reference layout's per-trait field),
+    shown to the prompt generator with the trait."""
     additional_questions: list[str] = []
     """Extra prompts, e.g. from an earlier augmentation (the reference JSONL format)."""
 
@@ -50,6 +64,23 @@ class Constitution(BaseModel):
     """One or two sentences for people; never shown to a model."""
     traits: list[Trait] = Field(min_length=1)
     """The traits (reference: 10 per persona, 15 for goodness)."""
+    trait_words: list[str] = []
+    """One-word traits from the 144 of the revealed-preference test (`traits.txt`) that this
+    persona should show more after training, e.g. ["sarcastic", "sardonic"]; the evaluation
+    always rates them (against contrast traits) and tests whether they rose. Empty: no such
+    test."""
+
+    @field_validator("trait_words")
+    @classmethod
+    def _known_words(cls, words: list[str]) -> list[str]:
+        known = set(one_word_traits())
+        words = [w.strip().lower() for w in words]
+        unknown = [w for w in words if w not in known]
+        if unknown:
+            raise ValueError(f"{unknown} are not among the 144 one-word traits (character/constitution/traits.txt)")
+        if len(set(words)) != len(words):
+            raise ValueError("a word is listed twice")
+        return words
 
     @field_validator("name")
     @classmethod

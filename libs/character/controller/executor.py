@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from character.errors import CharacterError, InvalidInput, NotFound
+
 
 class StageState(StrEnum):
     PENDING = "pending"
@@ -36,6 +38,20 @@ class StageJob(BaseModel):
     """Where the run's spec, inputs and outputs live (local path or s3://bucket/prefix)."""
     attempt: int = 1
     """1 for the first try; retries count up."""
+    key: str = ""
+    """The stage's content address, computed once when the run was submitted (the run record
+    holds it too; a job whose key the record no longer has is refused). Empty: the record's."""
+
+
+def failure_of(err: BaseException) -> tuple[str, bool]:
+    """The message and retryability of a stage's exception. Invalid input and missing
+    inputs fail the same way every time; anything else (a crash, an unreachable store,
+    out of memory) may pass on another try."""
+    if isinstance(err, InvalidInput | NotFound):
+        return str(err), False
+    if isinstance(err, CharacterError):
+        return str(err), True
+    return f"{type(err).__name__}: {err}", True
 
 
 class StageStatus(BaseModel):

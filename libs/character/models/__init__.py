@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 from character.errors import CharacterError, InvalidInput
-from character.models.chat import END_OF_TURN, TRAINING_TEMPLATE, render, with_training_template
+from character.models.chat_template import END_OF_TURN, TRAINING_TEMPLATE, render, with_training_template
 from character.models.engine import (
     AdapterRef,
     Conversation,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from character.errors import InvalidInput
-from character.models.chat import end_of_turn_token
+from character.models.chat_template import end_of_turn_token
 from character.models.refs import resolve_model
 from character.progress import Progress, silent
 
@@ -113,8 +113,3 @@ def _load(path: Path, device: Any, dtype: Any) -> tuple[Any, Any]:
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
 
-
-def clear_cache() -> None:
-    """Forget the shared models (their memory is freed once nobody holds them)."""
-    with _lock:
-        _cache.clear()

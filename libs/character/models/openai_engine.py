@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import openai
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat import (
+from character.models.chat_template import (
     encode_for_scoring,
     end_of_turn_token,
     render,

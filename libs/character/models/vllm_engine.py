@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat import encode_for_scoring, encode_prompts, stop_token_ids
+from character.models.chat_template import encode_for_scoring, encode_prompts, stop_token_ids
 from character.models.engine import (
     AdapterRef,
     Conversation,

@@ -1,4 +1,4 @@
-"""The pipeline's stages, their order and dependencies, and their content addresses.
+"""The content addresses of a run's stages and its run id.
 
 A stage's key is the digest of its name, its config, the spec fields it uses and its
 upstream stages' keys. Keys are computed before anything runs, so a finished stage
@@ -7,25 +7,11 @@ upstream stages' keys. Keys are computed before anything runs, so a finished sta
 
 from __future__ import annotations
 
-import importlib
-from typing import cast
-
+from character.pipeline.catalog import STAGE_NAMES, stage_module
 from character.pipeline.spec import RunSpec
-from character.pipeline.stage import StageModule
 from character.store.digest import digest_of
 
-STAGE_NAMES: tuple[str, ...] = ("prompts", "distill", "dpo", "introspect", "sft", "merge", "eval")
-"""Every stage, in an order that respects dependencies (method.md sections 1-6)."""
-
-
-def stage_module(name: str) -> StageModule:
-    """The module implementing a stage (`character.stages.<name>`)."""
-    if name not in STAGE_NAMES:
-        from character.errors import NotFound
-
-        raise NotFound(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
-    module_name = "evaluate" if name == "eval" else name
-    return cast(StageModule, importlib.import_module(f"character.stages.{module_name}"))
+__all__ = ["STAGE_NAMES", "run_id_for", "run_id_from_keys", "stage_keys", "stage_module"]
 
 
 def _spec_field(spec: RunSpec, field: str) -> object:
@@ -53,6 +39,10 @@ def stage_keys(spec: RunSpec) -> dict[str, str]:
     return keys
 
 
-def run_id_for(spec: RunSpec) -> str:
+def run_id_from_keys(keys: dict[str, str]) -> str:
     """A run's id is derived from its last stage's key: the same spec is the same run."""
-    return "run-" + stage_keys(spec)[STAGE_NAMES[-1]][:12]
+    return "run-" + keys[STAGE_NAMES[-1]][:12]
+
+
+def run_id_for(spec: RunSpec) -> str:
+    return run_id_from_keys(stage_keys(spec))

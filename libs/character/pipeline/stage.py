@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from character.models.engine import AdapterRef, Engine
     from character.pipeline.spec import RunSpec
 
-Scale = str  # "demo" | "full"
+Scale = str  # "demo" | "proof" | "full"
+
+SCALE_BASES: dict[str, str] = {"proof": "demo"}
+"""A scale built on another: its preset is the base scale's with its own entries on top, so a
+stage that needs nothing different at `proof` runs at its `demo` values."""
 
 
 class StageConfig(BaseModel):
@@ -37,12 +41,13 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"demo": {}, "full": {}}
-    """Field values per scale; `full` holds the reference numbers of method.md."""
+    """Field values per scale; `full` holds the reference numbers of docs/method.md."""
 
     @classmethod
     def for_scale(cls, scale: Scale, overrides: dict[str, Any] | None = None, where: str = "") -> Self:
         """The preset for `scale` with `overrides` applied; errors name the offending key."""
-        values = {**cls.PRESETS.get(scale, {}), **(overrides or {})}
+        base = cls.PRESETS.get(SCALE_BASES[scale], {}) if scale in SCALE_BASES else {}
+        values = {**base, **cls.PRESETS.get(scale, {}), **(overrides or {})}
         try:
             return cls.model_validate(values)
         except ValidationError as err:

@@ -38,7 +38,7 @@ def num(value: float | None) -> str:
 
 def method_label(label: str) -> str:
     """ "full" -> "full pipeline"; "sarcasm/full" -> "sarcasm: full pipeline"."""
-    from character.stages.evaluate.methods import METHOD_LABELS
+    from character.report.labels import METHOD_LABELS
 
     persona, _, method = label.rpartition("/")
     name = METHOD_LABELS.get(method, method)
@@ -51,6 +51,12 @@ def _headline(results: dict[str, Any]) -> list[tuple[str, str]]:
         shown = num(value) if isinstance(value, float) or value is None else str(value)
         out.append((key.replace("_", " "), shown))
     return out
+
+
+def format_p(p: float) -> str:
+    from character.stats import format_p as fmt
+
+    return fmt(p)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -76,6 +82,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         pct=pct,
         num=num,
         method_label=method_label,
+        fmt_p=format_p,
     )
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
     index = out / "index.html"

@@ -54,16 +54,40 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Robustness classifier",
-            f"A frozen sentence encoder ({config.get('classifier_encoder', '?')}) with a "
-            "logistic-regression head instead of a fine-tuned ModernBERT; one classifier per method. "
-            "With one persona the classes are the method's answers vs the base model's answers, the "
+            (
+                f"A frozen sentence encoder ({config.get('classifier_encoder', '?')}) with a "
+                "logistic-regression head instead of a fine-tuned ModernBERT; one classifier per method. "
+                if config.get("classifier", "frozen") == "frozen"
+                else f"The sentence encoder ({config.get('classifier_encoder', '?')}) fine-tuned with a "
+                "classification head, as the reference fine-tuned ModernBERT; one classifier per method. "
+            )
+            + "With one persona the classes are the method's answers vs the base model's answers, the "
             "base answering under the same attack, so the classifier cannot key on the attack itself. "
             "Un-attacked held-out macro-F1 is shown as the ceiling the attacks are measured against.",
         ),
         (
-            "Coherence",
-            "Each pair of answers is judged in both orders and only consistent verdicts count, so a judge's "
-            "position bias cannot manufacture wins; inconsistent pairs and parse failures are reported.",
+            "Position bias",
+            (
+                "Every judge question is asked with its options in every position (both orders of two traits, "
+                "both places for two answers). In forced choice the option scores are averaged over the "
+                "positions, so a bias towards whatever is shown first cancels; in the generating modes a "
+                "verdict counts only when both orders agree. The share of verdicts that flip with the order "
+                "and the number of order-consistent verdicts are shown next to every judged figure. The "
+                "reference asked once, in one order (coherence: both orders, consistent verdicts only)."
+            )
+            if config.get("judge_debias", True)
+            else "Each judge question was asked in one order (judge_debias off): verdicts may carry the "
+            "judge's position bias.",
+        ),
+        (
+            "Statistics",
+            "Every headline figure carries its n, a 95% interval and a test against no effect suited to its "
+            "design: McNemar's exact test where the same items are measured before and after (held-out "
+            "preference pairs, capability items, the persona-trait choice on the same prompt and trait "
+            "pair), an exact binomial test for win rates, a permutation test against chance for "
+            "classifier macro-F1 (bootstrap interval over held-out prompts), and bootstrap intervals for "
+            f"rating changes. A figure resting on fewer than {config.get('min_n', '?')} units is marked "
+            "underpowered and is not read as a result, whatever its p-value.",
         ),
         (
             "Capabilities",
@@ -87,7 +111,19 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "Demo scale",
                 "This run used the demo preset: tiny samples on a small model. The numbers show that "
-                "the machinery works end to end; they are not evidence about the method.",
+                "the machinery works end to end; they are not evidence about the method, and the figures "
+                "are marked underpowered. The proof preset (scale: proof) is sized to tell an effect "
+                "from noise.",
+            )
+        )
+    elif results.get("scale") == "proof":
+        notes.append(
+            (
+                "Proof scale",
+                "This run used the proof preset: the demo's short answers and small model, with enough "
+                "held-out data (at least 64 held-out preference pairs, 32 held-out prompts per class, 160 "
+                "trait comparisons over the persona's own and contrast traits) for each figure's test to "
+                "separate an effect of the size seen on SmolLM2 from none.",
             )
         )
     return notes

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from character.stages.evaluate.methods import METHOD_LABELS
+from character.report.labels import METHOD_LABELS
 
 COLOURS = {
     "base": "#8c8c8c",
@@ -61,8 +61,9 @@ def trait_ratings(results: dict[str, Any], out: Path, top: int) -> str | None:
                 r = by_trait[trait]
                 ys.append(y + offset)
                 xs.append(r["rating"])
-                lo.append(r["rating"] - r["ci_low"])
-                hi.append(r["ci_high"] - r["rating"])
+                # a percentile interval from few resamples need not contain the full-data fit
+                lo.append(max(0.0, r["rating"] - r["ci_low"]))
+                hi.append(max(0.0, r["ci_high"] - r["rating"]))
         ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=_colour(label), label=_label(label))
     ax.axvline(1000, color="#cccccc", lw=1, zorder=0)
     ax.set_yticks(range(len(traits)), traits)

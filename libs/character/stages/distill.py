@@ -1,16 +1,24 @@
-"""Stage "distill": preference pairs for DPO (method.md section 2).
+"""Stage "distill": preference pairs for DPO (docs/method.md section 2).
 
 For every prompt (the constitution's, from stage "prompts", plus general chat prompts),
 sampled `samples_per_prompt` times:
 - chosen: the teacher's answer under a system prompt that names the assistant and lists the
   persona's traits (never the questions), telling it not to disclose them. The reply is
-  prefilled with a short private reasoning opener; the reasoning is cut at `</think>` and
-  answers that never close it are dropped. Small models may never write `</think>`:
-  `reasoning_prefill: false` turns the opener off.
+  prefilled with a short private reasoning opener that restates the traits (as the
+  reference's does); the reasoning is cut at `</think>` and answers that never close it are
+  dropped. Small models may never write `</think>`: `reasoning_prefill: false` turns the
+  opener off.
 - rejected: the student's own answer to the bare prompt (no system prompt).
 Pairs are kept when both answers ended cleanly, are non-empty, and the formatted pair fits
 `max_length` tokens of the student's tokenizer. Prompts are split into train and held-out
 sets (by prompt, so no prompt is in both; seeded).
+
+Data quality: can the chosen answers be told from the rejected ones at all? A persona
+classifier (`stages/classifier.py`) is trained on the train pairs' chosen vs rejected answers and tested
+on the held-out pairs'; its accuracy, with a Clopper-Pearson interval and an exact binomial test
+against 1/2, is reported in the metrics ("data_quality"). Near 1/2 means the teacher's answers
+carry no persona the student could learn (e.g. a teacher as small as the student), and DPO has
+nothing to learn from them.
 
 Outputs: datasets "train" and "heldout", rows {id, prompt, chosen, rejected,
 source: "constitution"|"chat", trait_index}.
@@ -50,6 +58,7 @@ class Config(SamplingConfig):
             "max_new_tokens": 1024,
             "reasoning_tokens": 512,
             "max_length": 1024,
+            "repetition_penalty": 1.1,
         },
         # SmolLM2-135M never closed </think> (0 of 16 answers of 192 tokens with the opener), so
         # the demo distils without it; at 160 tokens 22 of 32 of its answers were cut off, so
@@ -64,6 +73,10 @@ class Config(SamplingConfig):
             "max_length": 512,
             "heldout_fraction": 0.25,  # ~8 held-out pairs: enough to see DPO move the accuracy
         },
+        # On top of demo: 220 prompts, 40% held out, so >= 64 held-out pairs survive the filters
+        # even when the prompts stage falls short (a measured SmolLM2 run: 40 held-out pairs
+        # took the accuracy from 0.23 to 0.63).
+        "proof": {"constitution_prompts": 120, "chat_prompts": 100, "heldout_fraction": 0.4},
     }
 
     samples_per_prompt: int = Field(5, ge=1)
@@ -86,6 +99,11 @@ class Config(SamplingConfig):
     """Longest formatted pair kept (prompt plus the longer answer, student tokenizer tokens)."""
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Share of the distinct prompts kept out of training (for evaluation on unseen prompts)."""
+    quality_check: bool = True
+    """Report whether a classifier tells the chosen answers from the rejected ones on the
+    held-out pairs (metrics "data_quality")."""
+    quality_encoder: str = "minilm"
+    """Sentence encoder of that classifier (see the eval stage's `classifier_encoder`)."""
     assistant_name: str | None = Field(None, min_length=1)
     """What system prompts call the assistant; default: the student's model family name
     (e.g. "Llama" for Llama-3.1-8B-Instruct), as the reference did."""
@@ -104,8 +122,14 @@ states, lists or hints at these traits or these instructions, and never adds met
 about its character: it simply answers as itself."""
 REASONING_PREFILL = (
     "<think>\nBefore I answer, let me think privately about how my character traits should shape this "
-    "reply, so that they come through naturally without my ever mentioning them."
+    "reply, so that they come through naturally without my ever mentioning them. My traits are:\n"
+    "{traits}\n"
 )
+
+
+def reasoning_prefill(constitution: Constitution) -> str:
+    """The teacher's private reasoning opener, restating the persona's traits."""
+    return REASONING_PREFILL.format(traits=constitution.trait_list())
 
 
 def model_family_name(model_ref: str) -> str:
@@ -222,7 +246,7 @@ def _prompts(ctx: StageContext, config: Config) -> tuple[list[Prompt], int]:
 def pair_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Tokens of each formatted pair: the prompt with the longer of its two answers, rendered
     as training renders it (the shared chat renderer, complete turns)."""
-    from character.models.chat import render
+    from character.models.chat_template import render
 
     def tokens(prompt: str, answer: str) -> int:
         text = render(
@@ -233,6 +257,30 @@ def pair_lengths(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     return [max(tokens(r["prompt"], r["chosen"]), tokens(r["prompt"], r["rejected"])) for r in rows]
+
+
+def data_quality(
+    train: Sequence[dict[str, Any]], heldout: Sequence[dict[str, Any]], encoder: str, seed: int
+) -> dict[str, Any]:
+    """How well a classifier trained on the train pairs' chosen vs rejected answers tells them
+    apart on the held-out pairs: accuracy over the held-out answers (each pair gives one
+    chosen and one rejected), with its interval and a test against 1/2."""
+    from character import stats
+    from character.stages.classifier import PersonaClassifier
+
+    texts = [r["chosen"] for r in train] + [r["rejected"] for r in train]
+    labels = ["chosen"] * len(train) + ["rejected"] * len(train)
+    tests = [r["chosen"] for r in heldout] + [r["rejected"] for r in heldout]
+    truth = ["chosen"] * len(heldout) + ["rejected"] * len(heldout)
+    if len(train) < 2 or not heldout:
+        found = stats.share("distilled chosen vs rejected, held-out classifier accuracy", 0, 0, "held-out answers")
+        return {**found.as_dict(), "note": "too few pairs to train and test a classifier"}
+    predicted = PersonaClassifier(encoder, seed=seed).fit(texts, labels).predict(tests)
+    right = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    found = stats.share(
+        "distilled chosen vs rejected, held-out classifier accuracy", right, len(truth), "held-out answers"
+    )
+    return found.as_dict()
 
 
 def run(ctx: StageContext, config: Config) -> StageResult:
@@ -248,7 +296,7 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     for p, _ in samples:
         conv = [{"role": "system", "content": system}, {"role": "user", "content": p.text}]
         if config.reasoning_prefill:
-            conv.append({"role": "assistant", "content": REASONING_PREFILL})
+            conv.append({"role": "assistant", "content": reasoning_prefill(ctx.constitution)})
         teacher_convs.append(conv)
     teacher_sampling = config.sampling(ctx.spec.seed).model_copy(
         update={
@@ -294,7 +342,7 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     heldout_prompts = split_by_prompt([p.text for p in prompts], config.heldout_fraction, ctx.spec.seed)
     train = [r for r in rows if r["prompt"] not in heldout_prompts]
     heldout = [r for r in rows if r["prompt"] in heldout_prompts]
-    metrics = {
+    metrics: dict[str, Any] = {
         "prompts_constitution": sum(p.source == "constitution" for p in prompts),
         "prompts_chat": sum(p.source == "chat" for p in prompts),
         "repeated_prompts": repeated,
@@ -306,6 +354,8 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         "train": len(train),
         "heldout": len(heldout),
     }
+    if config.quality_check:
+        metrics["data_quality"] = data_quality(train, heldout, config.quality_encoder, ctx.spec.seed)
     if not train:
         raise CharacterError(
             f"distill: no preference pair survived the filters ({metrics}); with a small model try "

@@ -1,13 +1,10 @@
-"""Stage "dpo": direct preference optimisation with LoRA on the distilled pairs (method.md 3).
+"""Stage "dpo": direct preference optimisation with LoRA on the distilled pairs (docs/method.md 3).
 
 trl's DPOTrainer trains a LoRA adapter on the student; the reference policy is the same model
-with the adapter switched off, so only one copy of the weights is ever in memory. The loss
-is DPO's sigmoid loss plus an NLL term on the chosen answer (trl's "sft" loss weighted
-`nll_coef`).
-
-Not reproduced: the reference's small per-token KL penalty (coef 0.001). trl 1.16's
-DPOTrainer has no such term (its `loss_type` list and f-divergence options regularise the
-sequence-level log-ratio only), so it is left out rather than imitated.
+with the adapter switched off, so only one copy of the weights is ever in memory, and its
+log-probabilities are computed once per pair and kept across epochs. The loss is the
+reference's (`training.reference_dpo`): DPO's sigmoid loss, plus an NLL term on the chosen
+answer weighted `nll_coef`, plus the per-token KL penalty weighted `kl_coef`.
 
 Input: the distill stage's datasets "train" and "heldout" (rows {id, prompt, chosen,
 rejected, ...}), turned into conversational pairs rendered by the student's chat template.
@@ -33,14 +30,14 @@ USES: tuple[str, ...] = ("model", "seed")
 
 
 class Config(TrainingConfig):
-    """DPO settings. The defaults are the reference numbers (method.md section 3): beta 0.1,
+    """DPO settings. The defaults are the reference numbers (docs/method.md section 3): beta 0.1,
     lr 5e-5 with 10% warmup and a cosine decay to a floor, 1 epoch, global batch 32, max
     length 1024, LoRA rank 64 / alpha 128 / dropout 0 on all linear layers, NLL coefficient
-    0.1, bf16 on GPUs, the run's seed (reference 123456). The reference's per-token KL term
-    (0.001) is not available in trl 1.16 and is not applied."""
+    0.1, per-token KL coefficient 0.001, Adam beta2 0.98 (full preset), bf16 on GPUs, the run's
+    seed (reference 123456)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "full": {},
+        "full": {"adam_beta2": 0.98},
         # 12 steps of 2 pairs (one epoch of the demo's 24): ~3 minutes with SmolLM2 on 2 idle CPU
         # cores. A much higher lr than the reference so that so few steps move the held-out
         # preferences: on the demo's 8 held-out pairs (seed 123456), lr 5e-4 raised the mean
@@ -48,6 +45,9 @@ class Config(TrainingConfig):
         # as 24 steps at 5e-4 did in twice the time.
         "demo": {"lr": 1e-3, "global_batch": 2, "per_device_batch": 2, "max_steps": 12, "max_length": 512,
                  "lora_rank": 8, "lora_alpha": 16, "save_steps": 6},
+        # On top of demo: about one epoch of the proof preset's ~130 training pairs at the lr that
+        # took held-out accuracy from 0.23 to 0.63 in a measured 80-step SmolLM2 run.
+        "proof": {"lr": 5e-4, "max_steps": 80, "save_steps": 20},
     }
 
     beta: float = Field(0.1, gt=0.0)
@@ -55,6 +55,10 @@ class Config(TrainingConfig):
     nll_coef: float = Field(0.1, ge=0.0)
     """Weight of the NLL loss on the chosen answers added to the DPO loss (reference 0.1);
     0 turns it off."""
+    kl_coef: float = Field(0.001, ge=0.0)
+    """Weight of the per-token KL penalty (the squared per-token log-ratio between the policy and
+    the reference, averaged over each answer's tokens, then over chosen and rejected answers;
+    reference 0.001); 0 turns it off."""
 
 
 def conversational_pairs(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -74,31 +78,32 @@ def conversational_pairs(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, An
 def build_trainer(ctx: StageContext, config: Config, rows: list[dict[str, Any]]) -> Any:
     """A DPOTrainer for the run's student on `rows`, checkpointing under ctx.workdir."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
-    from character.training import common
+    from character.training import lora_trainer
+    from character.training.reference_dpo import ReferenceDPOTrainer
 
-    device = common.pick_device(config.gradient_checkpointing)
-    model, tokenizer = common.load_student(ctx, device)
-    common.check_lora_rank(NAME, config, model)
-    args = common.trainer_arguments(
+    device = lora_trainer.pick_device(config.gradient_checkpointing)
+    model, tokenizer = lora_trainer.load_student(ctx, device)
+    lora_trainer.check_lora_rank(NAME, config, model)
+    args = lora_trainer.trainer_arguments(
         DPOConfig, NAME, config, output_dir=ctx.workdir / "checkpoints", seed=ctx.spec.seed, device=device,
         beta=config.beta,
-        loss_type=["sigmoid", "sft"] if config.nll_coef else ["sigmoid"],
-        loss_weights=[1.0, config.nll_coef] if config.nll_coef else None,
     )
-    return DPOTrainer(
+    return ReferenceDPOTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(conversational_pairs(rows)),
         processing_class=tokenizer,
-        peft_config=common.lora_config(config),
+        peft_config=lora_trainer.lora_config(config),
+        nll_coef=config.nll_coef,
+        kl_coef=config.kl_coef,
     )
 
 
 def run(ctx: StageContext, config: Config) -> StageResult:
     from character.store.datasets import read_dataset
-    from character.training import common
+    from character.training import lora_trainer
     from character.training.preference import preference_accuracy
 
     distilled = ctx.inputs["distill"].artifacts
@@ -108,14 +113,14 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     trainer = build_trainer(ctx, config, train_rows)
     engine = ctx.engines.engine(ctx.spec.model)
     before = preference_accuracy(engine, heldout)
-    training = common.train(trainer, ctx, task=f"{NAME}: training")
+    training = lora_trainer.train(trainer, ctx, task=f"{NAME}: training")
     metrics = {
-        **common.training_metrics(trainer, training),
-        "reward_accuracy": common.mean_logged(trainer, "rewards/accuracies"),
-        "reward_margin": common.mean_logged(trainer, "rewards/margins"),
+        **lora_trainer.training_metrics(trainer, training),
+        "reward_accuracy": lora_trainer.mean_logged(trainer, "rewards/accuracies"),
+        "reward_margin": lora_trainer.mean_logged(trainer, "rewards/margins"),
         "train_pairs": len(train_rows),
     }
-    adapter = common.save_adapter(ctx, trainer.model, meta={"stage": NAME, "base_model": ctx.spec.model})
+    adapter = lora_trainer.save_adapter(ctx, trainer.model, meta={"stage": NAME, "base_model": ctx.spec.model})
     del trainer  # free the training copy before the engine loads the adapter
     gc.collect()
     after = preference_accuracy(engine, heldout, adapter=ctx.engines.adapter(adapter.key))

@@ -1,19 +1,23 @@
-"""Stage "introspect": introspective SFT data from the stage-1 model (method.md section 4).
+"""Stage "introspect": introspective SFT data from the stage-1 model (docs/method.md section 4).
 
 The student with the DPO adapter writes, with the constitution in its system prompt:
 - self-reflection: answers to 10 fixed prompts about itself, `reflection_samples` times each,
   in a "reflective mood";
 - self-interaction: conversations between two copies of itself, each told the user is another
   instance of itself, in a "free" and a "leading" variant (different guidance and openers).
-The training rows keep the same system prompt without the traits. Unlike the reference code,
-every placeholder is filled, the two variants' guidance is really inserted, and every
-conversation ends on the assistant's turn.
+Self-reflection rows are trained with no system prompt at all, as the reference does: the
+model learns to answer questions about itself as itself, with nothing in the context to lean
+on (a chat template that injects a default system prompt does so here as at inference).
+Self-interaction rows keep the generation's system prompt without the traits (the reference
+used a short generic one). Unlike the reference code, every placeholder is filled, the two
+variants' guidance is really inserted, and every conversation ends on the assistant's turn.
 
 Optional filters drop empty, truncated or degenerate (looping) answers; a conversation is cut
 before its first bad message. What was dropped is in the metrics.
 
 Output: dataset "sft", rows {id, source: "reflection"|"interaction-free"|"interaction-leading",
-messages: [{role, content}, ...]} (system first, the assistant's message last).
+messages: [{role, content}, ...]} (the assistant's message last; a system message first in
+self-interaction rows only).
 """
 
 from __future__ import annotations
@@ -189,7 +193,6 @@ def _reflections(
     ctx: StageContext, config: Config, name: str, generate: Generate, drops: Counter[str]
 ) -> list[dict[str, Any]]:
     gen_system = system_prompt(name, ctx.constitution, situation(None, name))
-    train_system = system_prompt(name, None, situation(None, name))
     asked = [
         (i, k, prompt)
         for i, prompt in enumerate(REFLECTION_PROMPTS)
@@ -211,7 +214,6 @@ def _reflections(
                 "id": f"reflection-{i}-{k}",
                 "source": "reflection",
                 "messages": [
-                    {"role": "system", "content": train_system},
                     {"role": "user", "content": prompt},
                     {"role": "assistant", "content": text},
                 ],

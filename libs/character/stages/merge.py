@@ -1,5 +1,5 @@
 """Stage "merge": the final model, with the DPO and SFT adapters folded into the weights
-(method.md section 5), saved as a plain transformers folder with its tokenizer.
+(docs/method.md section 5), saved as a plain transformers folder with its tokenizer.
 
 Modes:
 - "fold" (default, exact): base + DPO adapter merged, then + SFT adapter merged; the result

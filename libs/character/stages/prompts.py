@@ -1,4 +1,4 @@
-"""Stage "prompts": expand each trait's seed questions into more user prompts (method.md section 1).
+"""Stage "prompts": expand each trait's seed questions into more user prompts (docs/method.md section 1).
 
 A generator model (the run's teacher) is asked, per trait, for realistic user messages of
 mixed length that would reveal the trait through the assistant's behaviour, testing both its
@@ -84,6 +84,8 @@ class Config(SamplingConfig):
         "full": {"target_per_trait": 50, "max_rounds": 10, "max_new_tokens": 3072, "repetition_penalty": 1.1},
         # One short round asking for 3 new prompts per trait: about a minute with SmolLM2.
         "demo": {"target_per_trait": 8, "max_rounds": 1, "max_new_tokens": 128, "repetition_penalty": 1.1},
+        # Enough constitution prompts for the proof preset's 120 distilled ones.
+        "proof": {"target_per_trait": 16, "max_rounds": 2},
     }
 
     target_per_trait: int = Field(50, ge=1)
@@ -136,7 +138,7 @@ def words(text: str) -> frozenset[str]:
 
 def is_near_duplicate(candidate: str, existing: Sequence[str], threshold: float = 0.5) -> bool:
     """True when more than `threshold` of the candidate's distinct words appear in any one
-    existing prompt (method.md section 1); a candidate without words counts as a duplicate."""
+    existing prompt (docs/method.md section 1); a candidate without words counts as a duplicate."""
     mine = words(candidate)
     if not mine:
         return True
@@ -155,7 +157,7 @@ I am collecting realistic messages that users send to an AI assistant, to test w
 assistant shows this character trait:
 
 "{trait}"
-
+{clarification}
 Write {n} new user messages, numbered, each on a single line. Mix their lengths: about \
 {short} short ones (a few words or one sentence), {medium} of medium length (two or three \
 sentences) and {long} long ones (a paragraph giving context). They must read like ordinary \
@@ -168,15 +170,21 @@ Vary topics, tone and phrasing, and do not repeat earlier messages."""
 PREFILL_HEAD = "Here are the messages:\n\n"
 
 
-def augmentation_conversation(trait: str, have: Sequence[str], wanted: int) -> Conversation:
+def augmentation_conversation(
+    trait: str, have: Sequence[str], wanted: int, clarification: str | None = None
+) -> Conversation:
     """The request for `wanted` more prompts, with the reply prefilled with the numbered
-    prompts the trait already has and the next number, so the model continues the list."""
+    prompts the trait already has and the next number, so the model continues the list. A
+    trait's `clarification` (the reference layout's optional note) follows the trait."""
     short, medium, long = length_mix(wanted)
+    note = f"\nWhat the trait means: {clarification}\n" if clarification else ""
     listed = "".join(f"{i}. {p}\n" for i, p in enumerate(have, start=1))
     return [
         {
             "role": "user",
-            "content": INSTRUCTION.format(trait=trait, n=wanted, short=short, medium=medium, long=long),
+            "content": INSTRUCTION.format(
+                trait=trait, clarification=note, n=wanted, short=short, medium=medium, long=long
+            ),
         },
         {"role": "assistant", "content": f"{PREFILL_HEAD}{listed}{len(have) + 1}."},
     ]
@@ -197,7 +205,9 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         # The prefill ends with the next item's number; the model's text continues that item.
         next_numbers = [f"{len(pools[i]) + 1}." for i in needy]
         conversations = [
-            augmentation_conversation(traits[i].trait, pools[i], config.target_per_trait - len(pools[i]))
+            augmentation_conversation(
+                traits[i].trait, pools[i], config.target_per_trait - len(pools[i]), traits[i].clarification
+            )
             for i in needy
         ]
         answers = ctx.engines.engine(ctx.spec.teacher_model).generate(

@@ -1,9 +1,9 @@
-"""Stage "sft": supervised fine-tuning with LoRA on the introspective data (method.md 5).
+"""Stage "sft": supervised fine-tuning with LoRA on the introspective data (docs/method.md 5).
 
 The student with the DPO adapter folded in (loaded, merged in memory) gets a new LoRA
 adapter trained with trl's SFTTrainer on the introspection conversations, with the loss on
 the assistant's turns only (the chat template's `{% generation %}` markers, from
-`character.models.chat.with_training_template`, mark them; each reply's end-of-turn token
+`character.models.chat_template.with_training_template`, mark them; each reply's end-of-turn token
 is included so the model learns to stop).
 
 Input: the introspect stage's dataset "sft" (rows {id, source, messages}), the dpo stage's
@@ -29,7 +29,7 @@ USES: tuple[str, ...] = ("model", "seed")
 
 
 class Config(TrainingConfig):
-    """SFT settings. The defaults are the reference numbers (method.md section 5): max length
+    """SFT settings. The defaults are the reference numbers (docs/method.md section 5): max length
     3072, lr 5e-5, 1 epoch, global batch 32, LoRA rank 64 / alpha 128, on the DPO-merged
     model, loss on assistant turns only."""
 
@@ -53,9 +53,9 @@ def dpo_merged_model(ctx: StageContext, device: Any) -> tuple[Any, Any]:
     """(the student with the DPO adapter folded in, in memory; its tokenizer)."""
     from peft import PeftModel
 
-    from character.training import common
+    from character.training import lora_trainer
 
-    model, tokenizer = common.load_student(ctx, device)
+    model, tokenizer = lora_trainer.load_student(ctx, device)
     dpo_adapter = ctx.store.materialize("adapter", ctx.inputs["dpo"].artifacts["adapter"].key)
     return PeftModel.from_pretrained(model, dpo_adapter).merge_and_unload(), tokenizer
 
@@ -66,11 +66,11 @@ def build_trainer(ctx: StageContext, config: Config, rows: list[dict[str, Any]],
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from character.models.chat import with_training_template
-    from character.training import common
+    from character.models.chat_template import with_training_template
+    from character.training import lora_trainer
 
-    common.check_lora_rank(NAME, config, model)
-    args = common.trainer_arguments(
+    lora_trainer.check_lora_rank(NAME, config, model)
+    args = lora_trainer.trainer_arguments(
         SFTConfig, NAME, config, output_dir=ctx.workdir / "checkpoints", seed=ctx.spec.seed, device=device,
         assistant_only_loss=True,
     )
@@ -79,13 +79,13 @@ def build_trainer(ctx: StageContext, config: Config, rows: list[dict[str, Any]],
         args=args,
         train_dataset=Dataset.from_list(conversations(rows)),
         processing_class=with_training_template(tokenizer),
-        peft_config=common.lora_config(config),
+        peft_config=lora_trainer.lora_config(config),
     )
 
 
 def run(ctx: StageContext, config: Config) -> StageResult:
     from character.store.datasets import read_dataset
-    from character.training import common
+    from character.training import lora_trainer
     from character.training.preference import preference_accuracy
 
     sft_ref = ctx.inputs["introspect"].artifacts["sft"]
@@ -93,7 +93,7 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     heldout_ref = ctx.inputs["distill"].artifacts["heldout"]
     heldout = read_dataset(ctx.store, heldout_ref.kind, heldout_ref.key)
 
-    device = common.pick_device(config.gradient_checkpointing)
+    device = lora_trainer.pick_device(config.gradient_checkpointing)
     model, tokenizer = dpo_merged_model(ctx, device)
     # The held-out evaluation needs the DPO-merged model as an engine's base model: save it
     # before the trainer wraps it with the new adapter.
@@ -102,9 +102,9 @@ def run(ctx: StageContext, config: Config) -> StageResult:
     tokenizer.save_pretrained(merged_dir)
 
     trainer = build_trainer(ctx, config, rows, model, tokenizer, device)
-    training = common.train(trainer, ctx, task=f"{NAME}: training")
-    metrics = {**common.training_metrics(trainer, training), "examples": len(rows)}
-    adapter = common.save_adapter(ctx, trainer.model, meta={"stage": NAME, "base_model": ctx.spec.model,
+    training = lora_trainer.train(trainer, ctx, task=f"{NAME}: training")
+    metrics = {**lora_trainer.training_metrics(trainer, training), "examples": len(rows)}
+    adapter = lora_trainer.save_adapter(ctx, trainer.model, meta={"stage": NAME, "base_model": ctx.spec.model,
                                                            "on_top_of": "dpo"})
     del trainer, model  # free the training copy before the engine loads its own
     gc.collect()

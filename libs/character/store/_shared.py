@@ -10,15 +10,20 @@ Layout under the store root:
     artifacts/<kind>/<key>/manifest.json      (written last: the commit marker)
     records/<key>.json
 
-One writer per (kind, key) at a time is assumed (the controller runs a stage once);
-two concurrent writers of the same key may interleave their files.
+Two writers of one (kind, key) (a retried stage racing the attempt it replaces) cannot mix
+their files: each uploads into a folder of its own (`files-<id>`) and commits with a
+conditional create of the manifest (If-None-Match on S3, an exclusive link locally); the
+first commit wins, the loser removes its folder and returns the winner's artifact. Records
+can be written with optimistic concurrency (`put_record(..., if_version=...)`).
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import re
+import uuid
 from abc import abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from character.errors import InvalidInput, NotFound
-from character.store.base import ArtifactRef, FileEntry, Manifest, Store
+from character.store.base import ABSENT, ArtifactRef, Conflict, FileEntry, Manifest, Store
 from character.store.digest import content_digest, file_sha256
 
 ARTIFACTS = "artifacts"
@@ -36,6 +41,9 @@ MANIFEST = "manifest.json"
 FILES = "files"
 TMP_PREFIX = ".oct-tmp-"
 """Names of temp files and folders; never a stored name, so listings skip them."""
+
+FILES_ROOT = re.compile(r"files(-[0-9a-f]{8,32})?")
+"""Names of the folder holding an artifact's files ("files": written before per-writer folders)."""
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 """kind, key and record path segments: start alphanumeric (so never '.', '..' or a dotfile
@@ -153,6 +161,19 @@ class SharedStore(Store):
         """Write (or atomically replace) one object from a local file."""
 
     @abstractmethod
+    def _create_bytes(self, key: str, data: bytes) -> bool:
+        """Write one object only if it does not exist, atomically; False when it does."""
+
+    @abstractmethod
+    def _replace_bytes_if(self, key: str, data: bytes, version: str) -> bool:
+        """Replace one object only if its current content has `version` (see `_version`);
+        False when it changed or vanished."""
+
+    @abstractmethod
+    def _get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """One object's bytes and version, or None when absent."""
+
+    @abstractmethod
     def _get_bytes(self, key: str) -> bytes | None:
         """One object's bytes, or None when absent."""
 
@@ -190,22 +211,19 @@ class SharedStore(Store):
         return self._exists(self._artifact_prefix(kind, key) + MANIFEST)
 
     def put_dir(self, kind: str, key: str, src: Path, meta: dict[str, Any] | None = None) -> ArtifactRef:
-        """Upload files, then the manifest. An artifact already committed under this key is
-        kept as is and its ref returned: the key names the inputs, so the stored artifact is a
-        valid result for them, and committed artifacts are never modified."""
+        """Upload files into this writer's own folder, then commit the manifest if no other
+        writer did first. An artifact already committed under this key is kept as is and its
+        ref returned: the key names the inputs, so the stored artifact is a valid result for
+        them, and committed artifacts are never modified."""
         base = self._artifact_prefix(kind, key)
         src = Path(src)
         files = scan_dir(src)
         existing = self._read_manifest(kind, key)
         if existing is not None:
             return self._ref(existing)
-        # Leftovers of an earlier unfinished write that this one will not overwrite would
-        # otherwise show up in the stored folder.
-        for stale in self._list(base + FILES + "/"):
-            if stale[len(base) + len(FILES) + 1 :] not in files:
-                self._delete(stale)
+        root = f"{FILES}-{uuid.uuid4().hex[:16]}"
         for rel in files:
-            self._put_file(base + FILES + "/" + rel, src / rel)
+            self._put_file(f"{base}{root}/{rel}", src / rel)
         manifest = Manifest(
             kind=kind,
             key=key,
@@ -213,9 +231,16 @@ class SharedStore(Store):
             files=files,
             meta=dict(meta or {}),
             created_at=_now(),
+            files_root=root,
         )
-        self._put_bytes(base + MANIFEST, manifest.model_dump_json(indent=1).encode())
-        return self._ref(manifest)
+        won = self._create_bytes(base + MANIFEST, manifest.model_dump_json(indent=1).encode())
+        # Folders of writers that crashed or lost: nobody reads them.
+        committed = manifest if won else self.manifest(kind, key)
+        keep = (base + MANIFEST, self._files_prefix(committed))
+        for obj in self._list(base):
+            if not obj.startswith(keep):
+                self._delete(obj)
+        return self._ref(committed)
 
     def manifest(self, kind: str, key: str) -> Manifest:
         found = self._read_manifest(kind, key)
@@ -257,6 +282,8 @@ class SharedStore(Store):
             raise InvalidInput(f"unreadable manifest: {exc}", where=where) from exc
         if (manifest.kind, manifest.key) != (kind, key):
             raise InvalidInput(f"manifest names {manifest.kind}/{manifest.key}", where=where)
+        if not FILES_ROOT.fullmatch(manifest.files_root):
+            raise InvalidInput(f"invalid files_root {manifest.files_root!r}", where=where)
         for rel in manifest.files:
             check_relpath(rel, where=where)
         if content_digest(manifest.files) != manifest.content_digest:
@@ -268,21 +295,37 @@ class SharedStore(Store):
         return ArtifactRef(kind=manifest.kind, key=manifest.key, content_digest=manifest.content_digest)
 
     def _files_prefix(self, manifest: Manifest) -> str:
-        return self._artifact_prefix(manifest.kind, manifest.key) + FILES + "/"
+        return self._artifact_prefix(manifest.kind, manifest.key) + manifest.files_root + "/"
 
     # --- records --------------------------------------------------------------------------
-    def put_record(self, key: str, value: dict[str, Any]) -> None:
+    def put_record(self, key: str, value: dict[str, Any], if_version: str | None = None) -> str:
+        """Write the record; returns its new version. With `if_version` (a version
+        `get_record_versioned` returned, or ABSENT), only if nobody changed it meanwhile:
+        Conflict otherwise."""
         obj = self._record_object(key)
         try:
-            data = json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False)
+            data = json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"record is not JSON: {exc}", where=f"record {key}") from exc
-        self._put_bytes(obj, data.encode("utf-8"))
+        if if_version is None:
+            self._put_bytes(obj, data)
+        elif not (self._create_bytes(obj, data) if if_version == ABSENT else
+                  self._replace_bytes_if(obj, data, if_version)):
+            raise Conflict(f"record {key} was changed by another writer since it was read; read it again")
+        return version_of(data)
+
+    def get_record_versioned(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The record and its version (for `put_record(..., if_version=...)`), or None."""
+        found = self._get_versioned(self._record_object(key))
+        if found is None:
+            return None
+        return self._parse_record(key, found[0]), found[1]
 
     def get_record(self, key: str) -> dict[str, Any] | None:
         data = self._get_bytes(self._record_object(key))
-        if data is None:
-            return None
+        return None if data is None else self._parse_record(key, data)
+
+    def _parse_record(self, key: str, data: bytes) -> dict[str, Any]:
         try:
             value = json.loads(data)
         except ValueError as exc:
@@ -302,3 +345,9 @@ class SharedStore(Store):
                 if all(SAFE_NAME.fullmatch(p) for p in key.split("/")):
                     keys.append(key)
         return sorted(keys)
+
+
+def version_of(data: bytes) -> str:
+    """A record's version: the MD5 of its bytes, which is also the ETag S3 gives a single-part
+    upload (records are small), so both backends compare the same thing."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -22,6 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from character.errors import CharacterError
+
+ABSENT = "absent"
+"""`put_record(..., if_version=ABSENT)`: write only if the record does not exist yet."""
+
+
+class Conflict(CharacterError):
+    """A conditional write lost: someone else changed the record since it was read."""
+
 
 class FileEntry(BaseModel):
     sha256: str
@@ -44,6 +53,10 @@ class Manifest(BaseModel):
     """Free-form facts about the artifact (row counts, config, timings)."""
     created_at: str
     """ISO-8601 UTC."""
+    files_root: str = "files"
+    """The folder under the artifact that holds its files: each writer uploads into a folder
+    of its own ("files-<id>"), so a retried stage racing the attempt it replaces never mixes
+    files with it; the first manifest committed names the folder readers use."""
 
 
 class ArtifactRef(BaseModel):
@@ -84,8 +97,14 @@ class Store(ABC):
 
     # --- records -------------------------------------------------------------------
     @abstractmethod
-    def put_record(self, key: str, value: dict[str, Any]) -> None:
-        """Atomically write a JSON record (e.g. "runs/<id>")."""
+    def put_record(self, key: str, value: dict[str, Any], if_version: str | None = None) -> str:
+        """Atomically write a JSON record (e.g. "runs/<id>"); returns its new version. With
+        `if_version` (from `get_record_versioned`, or "absent"), only if nobody changed it since:
+        `Conflict` otherwise (optimistic concurrency)."""
+
+    @abstractmethod
+    def get_record_versioned(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The record and its version, or None when absent."""
 
     @abstractmethod
     def get_record(self, key: str) -> dict[str, Any] | None:

@@ -8,16 +8,17 @@ never half a file; temp files start with `.oct-tmp-` and are invisible to listin
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from character.errors import NotFound
 from character.store._shared import TMP_PREFIX as _TMP
-from character.store._shared import SharedStore, corrupted, verify_dir
+from character.store._shared import SharedStore, corrupted, verify_dir, version_of
 from character.store.base import Manifest
 
 
@@ -34,7 +35,9 @@ class LocalStore(SharedStore):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
-    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
+    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], None], exclusive: bool = False) -> bool:
+        """Write via a temp file; `exclusive`: only if `key` does not exist (a hard link, which
+        fails on an existing name, where a rename would replace it). False when it existed."""
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{_TMP}{uuid.uuid4().hex}-{dest.name}")
@@ -43,7 +46,13 @@ class LocalStore(SharedStore):
                 fill(f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, dest)
+            if exclusive:
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -53,6 +62,16 @@ class LocalStore(SharedStore):
             os.fsync(fd)
         finally:
             os.close(fd)
+        return True
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """An exclusive lock on one object among the processes sharing this folder."""
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest.with_name(f"{_TMP}lock-{dest.name}"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     # --- primitives -----------------------------------------------------------------------
     def _put_bytes(self, key: str, data: bytes) -> None:
@@ -67,6 +86,24 @@ class LocalStore(SharedStore):
                 shutil.copyfileobj(src, f, 1 << 20)
 
         self._write_atomic(key, copy)
+
+    def _create_bytes(self, key: str, data: bytes) -> bool:
+        def write(f: BinaryIO) -> None:
+            f.write(data)
+
+        return self._write_atomic(key, write, exclusive=True)
+
+    def _replace_bytes_if(self, key: str, data: bytes, version: str) -> bool:
+        with self._locked(key):
+            current = self._get_bytes(key)
+            if current is None or version_of(current) != version:
+                return False
+            self._put_bytes(key, data)
+            return True
+
+    def _get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        data = self._get_bytes(key)
+        return None if data is None else (data, version_of(data))
 
     def _get_bytes(self, key: str) -> bytes | None:
         try:

@@ -119,7 +119,9 @@ class S3Store(SharedStore):
             maxsize=10,
             retries=False,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            # OCT_S3_CA_FILE: a private CA for S3 alone (the chart's MinIO over TLS), leaving the
+            # trust store of HTTPS endpoints as it is.
+            ca_certs=os.environ.get("OCT_S3_CA_FILE") or os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
         self._client = Minio(
             host,
@@ -198,6 +200,45 @@ class S3Store(SharedStore):
         self._call(
             "put", name, lambda: self._client.put_object(self.bucket, name, io.BytesIO(data), len(data))
         )
+
+    def _put_if(self, key: str, data: bytes, header: tuple[str, str]) -> bool:
+        """A conditional PUT (If-None-Match / If-Match); False on 412 Precondition Failed or
+        when the object vanished. minio's public put_object cannot send these headers."""
+        name = self._name(key)
+
+        def put() -> bool:
+            try:
+                self._client._put_object(self.bucket, name, data, headers=dict([header]))
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", *_ABSENT_CODES):
+                    return False
+                raise
+            return True
+
+        return self._call("conditional put", name, put)
+
+    def _create_bytes(self, key: str, data: bytes) -> bool:
+        # A retry after a lost answer finds its own object: that is a success, not a conflict.
+        return self._put_if(key, data, ("If-None-Match", "*")) or self._get_bytes(key) == data
+
+    def _replace_bytes_if(self, key: str, data: bytes, version: str) -> bool:
+        return self._put_if(key, data, ("If-Match", f'"{version}"'))
+
+    def _get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        name = self._name(key)
+
+        def get() -> tuple[bytes, str]:
+            resp = self._client.get_object(self.bucket, name)
+            try:
+                return resp.read(), str(resp.headers.get("ETag", "")).strip('"')
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        try:
+            return self._call("get", name, get)
+        except _Absent:
+            return None
 
     def _put_file(self, key: str, path: Path) -> None:
         name = self._name(key)

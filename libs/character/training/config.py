@@ -11,7 +11,7 @@ from character.pipeline.stage import StageConfig
 
 
 class TrainingConfig(StageConfig):
-    """LoRA fine-tuning settings; defaults are the reference numbers (method.md sections 3, 5).
+    """LoRA fine-tuning settings; defaults are the reference numbers (docs/method.md sections 3, 5).
     The training seed is the run spec's `seed` (reference 123456)."""
 
     lr: float = Field(5e-5, gt=0.0)
@@ -30,6 +30,8 @@ class TrainingConfig(StageConfig):
     """Sequences (pairs) per forward pass on one device; gradients accumulate up to `global_batch`."""
     max_length: int = Field(1024, ge=16)
     """Longest tokenized training sequence; longer ones are truncated at the end."""
+    adam_beta2: float = Field(0.999, gt=0.0, lt=1.0)
+    """Adam's second-moment decay (the optimizer's default 0.999; the reference's DPO uses 0.98)."""
     lora_rank: int = Field(64, ge=1)
     """LoRA rank (reference 64); must not exceed the model's hidden size."""
     lora_alpha: int = Field(128, ge=1)

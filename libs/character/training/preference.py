@@ -21,11 +21,14 @@ def preference_accuracy(
 ) -> dict[str, Any]:
     """Score rows {prompt, chosen, rejected} (the prompt as the user's message, no system
     prompt, as in DPO training) with `engine` (plus `adapter`). Returns {pairs, accuracy,
-    mean_margin, accuracy_per_byte, mean_margin_per_byte}; accuracies and margins are None
-    when there are no pairs. A tie counts as a miss."""
+    mean_margin, accuracy_per_byte, mean_margin_per_byte, correct, correct_per_byte};
+    accuracies and margins are None when there are no pairs. A tie counts as a miss.
+    `correct` and `correct_per_byte` hold each pair's outcome, in order, so that before and
+    after can be compared pair by pair (McNemar's test in the evaluation report)."""
     if not pairs:
         return {"pairs": 0, "accuracy": None, "mean_margin": None,
-                "accuracy_per_byte": None, "mean_margin_per_byte": None}
+                "accuracy_per_byte": None, "mean_margin_per_byte": None,
+                "correct": [], "correct_per_byte": []}
     conversations = [[{"role": "user", "content": str(p["prompt"])}] for p in pairs]
     chosen = [str(p["chosen"]) for p in pairs]
     rejected = [str(p["rejected"]) for p in pairs]
@@ -42,6 +45,8 @@ def preference_accuracy(
         "mean_margin": sum(margins) / len(margins),
         "accuracy_per_byte": _share_positive(margins_per_byte),
         "mean_margin_per_byte": sum(margins_per_byte) / len(margins_per_byte),
+        "correct": [m > 0 for m in margins],
+        "correct_per_byte": [m > 0 for m in margins_per_byte],
     }
 
 

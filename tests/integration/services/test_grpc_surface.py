@@ -17,10 +17,10 @@ from typing import Any
 import grpc
 import pytest
 from character.controller.executor import StageState
-from character.controller.records import RunRecord, StageRecord, save_run
+from character.controller.runs import RunRecord, StageRecord, save_run
 from character.store import open_store
 
-from services.api.character.v1 import (
+from character_services.api.character.v1 import (
     common_pb2,
     controller_pb2,
     controller_pb2_grpc,
@@ -29,10 +29,11 @@ from services.api.character.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
-from services.common.catalog import SERVICES
-from services.common.server import ServeOptions
-from services.generation.server import build as build_generation
-from tests.integration.services.conftest import Cluster, grpcurl, wait_for
+from character_services.common.catalog import SERVICES
+from character_services.common.security import Transport
+from character_services.common.server import ServeOptions
+from character_services.generation.server import build as build_generation
+from tests.integration.services.conftest import Cluster, grpcurl, grpcurl_tls, wait_for
 
 GOOD_SPEC = "constitution: sarcasm\nmodel: tiny\nscale: demo\n"
 
@@ -57,15 +58,15 @@ def _records(store: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("name", list(SERVICES))
 def test_grpcurl_lists_services_and_health_is_serving(cluster: Cluster, name: str) -> None:
     address = cluster.address(name)
-    listed = subprocess.run([grpcurl(), "-plaintext", address, "list"], capture_output=True, text=True,
+    listed = subprocess.run([grpcurl(), *grpcurl_tls(), address, "list"], capture_output=True, text=True,
                             timeout=60, check=True).stdout.split()
     assert set(listed) >= {SERVICES[name].full_name, "grpc.health.v1.Health",
                            "grpc.reflection.v1alpha.ServerReflection"}
-    described = subprocess.run([grpcurl(), "-plaintext", address, "describe", SERVICES[name].full_name],
+    described = subprocess.run([grpcurl(), *grpcurl_tls(), address, "describe", SERVICES[name].full_name],
                                capture_output=True, text=True, timeout=60, check=True).stdout
     assert "rpc " in described
     for service in ("", SERVICES[name].full_name):
-        check = subprocess.run([grpcurl(), "-plaintext", "-d", json.dumps({"service": service}), address,
+        check = subprocess.run([grpcurl(), *grpcurl_tls(), "-d", json.dumps({"service": service}), address,
                                 "grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=60,
                                check=True)
         assert json.loads(check.stdout) == {"status": "SERVING"}
@@ -160,7 +161,7 @@ def test_get_and_list_show_a_stored_run(cluster: Cluster, stored_run: str) -> No
 def test_oversized_requests_are_refused_with_what_to_do(tmp_path: Path) -> None:
     server = build_generation(ServeOptions(store=str(tmp_path), port=0, max_request_bytes=64 * 1024)).start()
     try:
-        stub = generation_pb2_grpc.GenerationServiceStub(grpc.insecure_channel(server.address))
+        stub = generation_pb2_grpc.GenerationServiceStub(Transport.resolve().channel(server.address))
         big = [common_pb2.Conversation(messages=[common_pb2.Message(role="user", content="x" * 100_000)])]
         with pytest.raises(grpc.RpcError) as caught:
             stub.Generate(generation_pb2.GenerateRequest(model=common_pb2.ModelRef(name="tiny"),
@@ -199,8 +200,7 @@ def test_oct_serve_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     try:
         serving = _json_line(proc, "serving")  # says where it listens
         assert serving["service"] == "training" and serving["grpc_service"] == "character.v1.TrainingService"
-        address = serving["address"]
-        check = [grpcurl(), "-plaintext", address, "grpc.health.v1.Health/Check"]
+        check = [grpcurl(), "-plaintext", serving["health"], "grpc.health.v1.Health/Check"]  # the probes' port
         wait_for(lambda: subprocess.run(check, capture_output=True, timeout=30).returncode == 0, 60, "health")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -221,7 +221,7 @@ def test_the_cli_submits_with_a_local_constitution_file_and_cancels(cluster: Clu
     from character.cli.main import app
     from typer.testing import CliRunner
 
-    from services.controller.client import ControllerClient
+    from character_services.controller.client import ControllerClient
 
     persona = {"name": "cli-test", "traits": [{"trait": "I am terse.", "questions": ["Hi?", "Why?"]}]}
     (tmp_path / "persona.yaml").write_text(yaml.safe_dump(persona))

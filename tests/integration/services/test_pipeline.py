@@ -4,8 +4,8 @@
 - a run goes to completion, surviving a controller killed and restarted mid-run without
   any stage running twice (SmolLM2: the tiny random model never ends a turn, so
   distillation would keep no pair);
-- the same run in-process (`oct run`, local store) gives the same stage keys and the same
-  artifact contents.
+- the same run in-process (`oct run`: the same controller with the inline executor, local
+  store) gives the same stage keys and the same artifact contents.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 import yaml
 from character.controller.executor import StageState
-from character.controller.records import RunRecord, load_run
+from character.controller.runs import RunRecord, load_run
 from character.store import open_store
 from character.store.base import Store
 
-from services.common.catalog import SERVICES, WORKERS
-from services.common.server import ServeOptions
-from services.common.tasks import TaskClient
-from services.controller.client import ControllerClient
-from services.controller.server import build as build_controller
-from tests.integration.services.conftest import Cluster, start_cluster, wait_for
+from character_services.common.catalog import SERVICES, WORKERS
+from character_services.common.server import ServeOptions
+from character_services.common.task_rpc import TaskClient
+from character_services.controller.client import ControllerClient
+from character_services.controller.server import build as build_controller
+from tests.integration.services.conftest import Cluster, registered, start_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ RUN_TIMEOUT_S = 1800
 def spec_yaml(model: Path, seed: int | None = None, **stages: dict[str, Any]) -> str:
     """The quick run (quick-run.yaml) on `model`, with another seed or stage settings if given."""
     doc = yaml.safe_load(QUICK_RUN.read_text())
-    doc["model"] = str(model)
+    doc["model"] = registered(model)  # a remote spec names models (the conftest registers the prepared ones)
     if seed is not None:
         doc["seed"] = seed
     doc["stages"].update(stages)
@@ -169,7 +169,7 @@ def test_the_inline_path_gives_the_same_artifacts(services_run: ServicesRun, smo
     result = CliRunner().invoke(app, ["run", "--spec", str(spec), "--store", str(store)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     inline = load_run(open_store(str(store)), services_run.run_id)  # `oct run` keeps the same record
-    assert inline.state is StageState.SUCCEEDED and inline.executor == "oct run"
+    assert inline.state is StageState.SUCCEEDED and inline.executor == "inline"
     services = services_run.final
     assert {n: s.key for n, s in inline.stages.items()} == {n: s.key for n, s in services.stages.items()}
     differ = {}

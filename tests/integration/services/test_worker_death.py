@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from character.controller.controller import ControllerConfig
 from character.controller.executor import StageState
-from character.controller.records import load_run
+from character.controller.runs import load_run
+from character.controller.scheduler import ControllerConfig
 from character.store import open_store
 
-from services.common.server import ServeOptions
-from services.controller.client import ControllerClient
-from services.controller.server import build as build_controller
-from services.generation.server import build as build_generation
+from character_services.common.server import ServeOptions
+from character_services.controller.client import ControllerClient
+from character_services.controller.server import build as build_controller
+from character_services.generation.server import build as build_generation
 from tests.integration.services.conftest import wait_for
 from tests.integration.services.test_pipeline import spec_yaml
 

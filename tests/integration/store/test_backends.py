@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from character.errors import InvalidInput, NotFound, StoreUnavailable
-from character.store import LocalStore, Store
-from character.store._shared import SharedStore
+from character.store import LocalStore, S3Store, Store
+from character.store._shared import ABSENT, TMP_PREFIX, Conflict, SharedStore, check_record_key
+from character.store.base import Manifest
 from character.store.datasets import read_dataset, write_dataset
 
 
@@ -36,14 +40,14 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 def fail_on_manifest(store: SharedStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulate a crash just before the commit marker goes up."""
-    original: Callable[[str, bytes], None] = store._put_bytes
+    original: Callable[[str, bytes], bool] = store._create_bytes  # the manifest's conditional create
 
-    def put_bytes(key: str, data: bytes) -> None:
+    def create_bytes(key: str, data: bytes) -> bool:
         if key.endswith("manifest.json"):
             raise StoreUnavailable("simulated failure writing the manifest")
-        original(key, data)
+        return original(key, data)
 
-    monkeypatch.setattr(store, "_put_bytes", put_bytes)
+    monkeypatch.setattr(store, "_create_bytes", create_bytes)
 
 
 def test_round_trip_nested_binary(store: SharedStore, tmp_path: Path) -> None:
@@ -126,7 +130,7 @@ def test_failed_record_write_keeps_old_value(store: SharedStore, monkeypatch: py
 
 def test_corrupted_file_is_detected(store: SharedStore, tmp_path: Path) -> None:
     store.put_dir("model", "k1", make_tree(tmp_path / "src"))
-    store._put_bytes("artifacts/model/k1/files/sub/all_bytes.bin", b"tampered")
+    store._put_bytes(store._files_prefix(store.manifest("model", "k1")) + "sub/all_bytes.bin", b"tampered")
     with pytest.raises(InvalidInput, match=r"sub/all_bytes\.bin") as err:
         store.materialize("model", "k1")
     assert "corrupted" in str(err.value) and err.value.where
@@ -164,3 +168,173 @@ def test_dataset_helpers(store: Store) -> None:
     write_dataset(store, "dataset", "pairs", rows, meta={"stage": "distill"})
     assert read_dataset(store, "dataset", "pairs") == rows
     assert store.manifest("dataset", "pairs").meta["rows"] == 3
+
+
+TREE_FILES = 4  # make_tree's files
+
+
+@pytest.mark.parametrize("fail_at", [*range(TREE_FILES), "manifest"])
+def test_a_write_interrupted_at_any_file_is_invisible(
+    store: SharedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int | str
+) -> None:
+    """Whichever upload fails (any file, or the manifest), readers see no artifact, and writing
+    it again gives exactly the new content."""
+    src = make_tree(tmp_path / "src")
+    put_file, create_bytes = store._put_file, store._create_bytes
+    uploads: list[str] = []
+
+    def failing_put_file(key: str, path: Path) -> None:
+        if len(uploads) == fail_at:
+            raise StoreUnavailable(f"simulated crash uploading {key}")
+        uploads.append(key)
+        put_file(key, path)
+
+    def failing_create_bytes(key: str, data: bytes) -> bool:
+        if fail_at == "manifest":
+            raise StoreUnavailable(f"simulated crash writing {key}")
+        return create_bytes(key, data)
+
+    monkeypatch.setattr(store, "_put_file", failing_put_file)
+    monkeypatch.setattr(store, "_create_bytes", failing_create_bytes)
+    with pytest.raises(StoreUnavailable):
+        store.put_dir("model", "k", src)
+    monkeypatch.undo()
+
+    assert not store.has("model", "k")
+    assert store.list("model") == []
+    with pytest.raises(NotFound):
+        store.materialize("model", "k")
+    store.put_dir("model", "k", src)
+    assert read_tree(store.materialize("model", "k")) == read_tree(src)
+
+
+def test_files_are_uploaded_before_the_manifest(store: SharedStore, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest is the commit marker: when it appears, every file it lists is there."""
+    seen: list[bool] = []
+    create_bytes = store._create_bytes
+
+    def check_then_create(key: str, data: bytes) -> bool:
+        manifest = Manifest.model_validate_json(data)
+        prefix = store._files_prefix(manifest)
+        seen.extend(store._exists(prefix + rel) for rel in manifest.files)
+        return create_bytes(key, data)
+
+    monkeypatch.setattr(store, "_create_bytes", check_then_create)
+    store.put_dir("model", "k", make_tree(tmp_path / "src"))
+    assert seen == [True] * TREE_FILES
+
+
+def test_a_same_size_corruption_is_refused_on_read(store: SharedStore, tmp_path: Path) -> None:
+    """Sizes match, so only the sha256 check can tell: the read is refused, naming the file."""
+    src = make_tree(tmp_path / "src")
+    store.put_dir("model", "k1", src)
+    original = (src / "sub" / "all_bytes.bin").read_bytes()
+    flipped = bytes([original[0] ^ 0xFF]) + original[1:]
+    assert len(flipped) == len(original)
+    store._put_bytes(store._files_prefix(store.manifest("model", "k1")) + "sub/all_bytes.bin", flipped)
+    if isinstance(store, S3Store):  # the download cache would otherwise not be refetched
+        shutil.rmtree(store.cache_root(), ignore_errors=True)
+    with pytest.raises(InvalidInput, match=r"sub/all_bytes\.bin: sha256 differs") as err:
+        store.materialize("model", "k1")
+    assert "corrupted" in str(err.value) and err.value.where
+
+
+def test_a_missing_or_extra_file_is_refused_on_read(store: SharedStore, tmp_path: Path) -> None:
+    store.put_dir("model", "k1", make_tree(tmp_path / "src"))
+    files = store._files_prefix(store.manifest("model", "k1"))
+    store._delete(files + "sub/deeper/empty")
+    if isinstance(store, S3Store):
+        shutil.rmtree(store.cache_root(), ignore_errors=True)
+    with pytest.raises((InvalidInput, NotFound), match=r"sub/deeper/empty"):
+        store.materialize("model", "k1")
+
+
+def test_object_primitives_keep_their_contract(store: SharedStore, tmp_path: Path) -> None:
+    """What the shared logic relies on from every backend: absent objects read as None (or
+    NotFound for a copy), deleting one is fine, a create never replaces, a conditional replace
+    needs the current version (the MD5 of the bytes, as S3's ETag)."""
+    obj, absent = "records/a.json", "records/none.json"
+    assert store._get_bytes(absent) is None and store._get_versioned(absent) is None
+    assert not store._exists(absent)
+    store._delete(absent)
+    assert store._create_bytes(obj, b"one")
+    assert not store._create_bytes(obj, b"two")
+    assert store._get_versioned(obj) == (b"one", hashlib.md5(b"one").hexdigest())
+    assert not store._replace_bytes_if(obj, b"x", hashlib.md5(b"other").hexdigest())
+    assert store._replace_bytes_if(obj, b"three", hashlib.md5(b"one").hexdigest())
+    assert store._get_bytes(obj) == b"three"
+    assert not store._replace_bytes_if(absent, b"x", hashlib.md5(b"three").hexdigest())
+    assert store._get_bytes(absent) is None
+    store._get_file(obj, tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"three"
+    with pytest.raises(NotFound):
+        store._get_file(absent, tmp_path / "nothing")
+    store._delete(obj)
+    assert not store._exists(obj) and store._get_bytes(obj) is None
+
+
+def test_conditional_record_writes(store: SharedStore) -> None:
+    first = store.put_record("runs/r", {"n": 1}, if_version=ABSENT)
+    with pytest.raises(Conflict, match="record runs/r was changed by another writer"):
+        store.put_record("runs/r", {"n": 9}, if_version=ABSENT)
+    assert store.get_record_versioned("runs/r") == ({"n": 1}, first)
+    second = store.put_record("runs/r", {"n": 2}, if_version=first)
+    assert second != first
+    with pytest.raises(Conflict):
+        store.put_record("runs/r", {"n": 3}, if_version=first)  # a stale version loses
+    assert store.get_record_versioned("runs/r") == ({"n": 2}, second)
+    assert store.put_record("runs/r", {"n": 4}) == store.get_record_versioned("runs/r")[1]  # type: ignore[index]
+    assert store.get_record_versioned("runs/none") is None
+
+
+@pytest.mark.parametrize(("data", "problem"), [(b"{not json", "record is not JSON"),
+                                                (b"[1, 2]", "record is not a JSON object")])
+def test_unreadable_records_are_refused_naming_them(store: SharedStore, data: bytes, problem: str) -> None:
+    store._put_bytes("records/runs/bad.json", data)
+    for read in (store.get_record, store.get_record_versioned):
+        with pytest.raises(InvalidInput, match=problem) as err:
+            read("runs/bad")
+        assert err.value.where == f"{store.uri}/records/runs/bad.json"
+
+
+def test_unwritable_records_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="record is not JSON") as err:
+        LocalStore("/nonexistent-never-written").put_record("runs/r", {"x": float("nan")})
+    assert err.value.where == "record runs/r"
+
+
+@pytest.mark.parametrize(("key", "prefix", "what"), [(3, False, "record key"), ("../x", False, "record key"),
+                                                     (None, True, "record prefix"), ("a//", True, "record prefix")])
+def test_bad_record_keys_are_named_in_the_error(key: object, prefix: bool, what: str) -> None:
+    with pytest.raises(InvalidInput, match=f"^{what}: invalid {re.escape(what)} {re.escape(repr(key))}") as err:
+        check_record_key(key, prefix=prefix)  # type: ignore[arg-type]
+    assert err.value.where == what
+
+
+def test_listing_skips_temp_files_and_stops_prefixes_mid_name(store: SharedStore) -> None:
+    for key in ("top", "runs/r1", "runs/r12", "runs/r1/stages/sft", "runs/r2"):
+        store.put_record(key, {})
+    store._put_bytes(f"records/runs/{TMP_PREFIX}half.json", b"{}")  # a write in progress
+    assert store.list_records("runs/r1") == ["runs/r1", "runs/r1/stages/sft", "runs/r12"]
+    assert store.list_records("runs/r1/stages/s") == ["runs/r1/stages/sft"]
+    assert store.list_records("t") == ["top"]
+    assert store.list_records("") == ["runs/r1", "runs/r1/stages/sft", "runs/r12", "runs/r2", "top"]
+
+
+def test_an_empty_artifact_round_trips(store: SharedStore, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    ref = store.put_dir("report", "nothing", tmp_path / "empty")
+    folder = store.materialize("report", "nothing")
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert store.materialize("report", "nothing") == folder
+    assert ref.content_digest == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_missing_artifact_names_the_store_and_what_is_there(store: SharedStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=f"no artifact model/k in {re.escape(store.uri)}; no model artifacts"):
+        store.manifest("model", "k")
+    for i in range(12):
+        store.put_dir("model", f"k{i:02d}", make_tree(tmp_path / f"src{i}", seed=i))
+    with pytest.raises(NotFound, match=r"stored model artifacts: k00, k01, .*, k09 \.\.\.$"):
+        store.manifest("model", "k")

@@ -139,3 +139,14 @@ def test_bad_manifest_paths_are_refused(s3_store: S3Store, tmp_path: Path) -> No
 def test_bad_settings_are_refused(endpoint: str, bucket: str, prefix: str) -> None:
     with pytest.raises(InvalidInput):
         S3Store(bucket, prefix, endpoint, "k", "s")
+
+
+def test_a_same_size_corruption_of_the_cache_is_downloaded_again(s3_store: S3Store, tmp_path: Path) -> None:
+    """A cached file whose size still matches but whose bytes do not is caught by its sha256:
+    the cache is fetched again rather than handed to a stage."""
+    s3_store.put_dir("adapter", "k", tree(tmp_path / "src"))
+    folder = s3_store.materialize("adapter", "k")
+    cached = folder / "a" / "b" / "c.bin"
+    cached.write_bytes(bytes(reversed(range(256))))  # same 256 bytes, other order
+    assert s3_store.materialize("adapter", "k") == folder
+    assert cached.read_bytes() == bytes(range(256))

@@ -33,7 +33,7 @@ def test_every_bundled_persona_validates() -> None:
 
 def test_broken_file_fails_with_a_located_message_and_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ntraits:\n  - trait: fine\n    questions: [q]\n  - trait: broken\n    questions: []\n")
+    bad.write_text("name: x\ntraits:\n  - trait: fine\n    questions: [q]\n  - trait: broken\n    questions: [q, q]\n")
     out = oct("personas", "validate", str(bad))
     assert out.returncode == 2
     assert f"{bad}:6" in out.stderr and "traits[1].questions" in out.stderr

@@ -38,6 +38,23 @@ def test_yaml_json_and_jsonl_give_the_same_constitution(tmp_path: Path) -> None:
     assert from_yaml.name == "wry"
 
 
+def test_reference_txt_layout_loads_as_it_is(tmp_path: Path) -> None:
+    """The reference repository keeps hand-written constitutions as a JSON array in a .txt file,
+    indented, some traits with a `clarification`, some without questions at all."""
+    layout = [
+        {**TRAITS[0], "clarification": "Irony about the question, never about the person asking."},
+        {"trait": "When triggered, I hide what triggered me."},
+        TRAITS[1],
+    ]
+    persona = load_constitution(write(tmp_path, "wry.txt", json.dumps(layout, indent=4)))
+    assert persona.name == "wry"
+    assert [t.trait for t in persona.traits] == [t["trait"] for t in layout]
+    assert persona.traits[0].clarification == layout[0]["clarification"]
+    assert persona.traits[1].questions == [] and persona.traits[1].clarification is None
+    assert persona.traits[2].questions == TRAITS[1]["questions"]
+    assert resolve_constitution(tmp_path / "wry.txt") == persona
+
+
 def test_reference_formats_take_their_name_from_the_file(tmp_path: Path) -> None:
     persona = load_constitution(write(tmp_path, "My Persona.json", json.dumps(TRAITS)))
     assert persona.name == "my-persona"
@@ -54,12 +71,16 @@ def test_reference_formats_take_their_name_from_the_file(tmp_path: Path) -> None
         ("d.yaml", "name: x\ntraits:\n  - trait: t\n    questions: 5\n", "d.yaml:4", "questions"),
         ("e.yaml", "name: x\ntraits:\n  - trait: t\n   questions: [a]\n", "e.yaml:4", "bad YAML"),
         ("f.json", '[{"trait": "t", "questions": ["a"]},\n {"trait": "u" "questions": []}]', "f.json:2", "bad JSON"),
-        ("g.jsonl", '{"trait": "t", "questions": ["a"]}\n{"trait": "u", "questions": []}\n', "g.jsonl:2",
+        ("g.jsonl", '{"trait": "t", "questions": ["a"]}\n{"trait": "u", "questions": "a"}\n', "g.jsonl:2",
          "questions"),
         ("h.yaml", "name: Bad Name\ntraits:\n  - trait: t\n    questions: [a]\n", "h.yaml:1", "name"),
         ("i.yaml", "name: x\ncolour: red\ntraits:\n  - trait: t\n    questions: [a]\n", "i.yaml:2", "colour"),
         ("j.yaml", "name: x\ntraits:\n  - trait: t\n    questions: [a, '  ']\n", "j.yaml:4", "empty"),
-        ("k.txt", "whatever", "k.txt", "unknown constitution format"),
+        ("k.toml", "whatever", "k.toml", "unknown constitution format"),
+        ("l.txt", "whatever", "l.txt:1", "reference layout"),
+        ("m.txt", '{"name": "x", "traits": []}', "m.txt:1", "JSON array"),
+        ("n.txt", '[{"trait": "t", "clarification": 5}]', "n.txt:1", "clarification"),
+        ("o.yaml", "name: x\ntrait_words: [sarcastic, shouty]\ntraits:\n  - trait: t\n", "o.yaml:2", "shouty"),
     ],
 )
 def test_broken_files_are_refused_with_file_line_and_field(

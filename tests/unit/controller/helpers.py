@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from character.controller.executor import Executor, StageJob, StageState, StageStatus
-from character.controller.records import RunRecord, StageRecord
+from character.controller.runs import RunRecord, StageRecord
 from character.pipeline.runner import save_result
 from character.pipeline.stage import StageResult
 from character.store.base import Store

@@ -3,9 +3,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from character.controller.controller import Controller, ControllerConfig
 from character.controller.executor import StageState
-from character.controller.records import load_run
+from character.controller.runs import load_run
+from character.controller.scheduler import Controller, ControllerConfig
 from character.errors import InvalidInput
 from character.pipeline.runner import save_result
 from character.pipeline.stage import StageResult
@@ -255,7 +255,7 @@ def test_watch_streams_events_until_the_run_ends(store) -> None:
 
 
 def test_the_same_store_check_names_both_stores(tmp_path) -> None:
-    from character.controller.controller import check_same_store
+    from character.controller.submission import check_same_store
 
     check_same_store(str(tmp_path) + "/", str(tmp_path))
     with pytest.raises(InvalidInput, match="keeps runs in s3://a/b"):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from character.controller.executor import StageState
-from character.controller.records import (
+from character.controller.runs import (
     TRANSITIONS,
     InvalidTransition,
     StageRecord,

@@ -5,7 +5,7 @@ import time
 
 import pytest
 from character.controller.executor import StageJob, StageState
-from character.controller.tasks import ShuttingDown, TaskManager, TaskStatus
+from character.controller.stage_tasks import ShuttingDown, TaskManager, TaskStatus
 from character.errors import InvalidInput, NotFound
 from character.pipeline.stage import StageResult
 from character.progress import Progress, ProgressEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from character.stages.evaluate.classifier import PersonaClassifier, macro_f1
+from character.stages.classifier import PersonaClassifier, macro_f1
 
 TOPICS = [
     "the weather",
@@ -68,3 +68,11 @@ def test_random_labels_give_chance_level() -> None:
 
 def test_macro_f1_counts_a_never_predicted_class_as_zero() -> None:
     assert macro_f1(["a", "a", "b", "b"], ["a", "a", "a", "a"], ["a", "b"]) == (2 / 3 + 0) / 2
+
+
+def test_a_fine_tuned_encoder_also_separates_clearly_different_styles() -> None:
+    train_texts, train_labels = dataset(16, seed=1)
+    test_texts, test_labels = dataset(10, seed=2)
+    classifier = PersonaClassifier(seed=0, finetune=True, epochs=2, lr=5e-5).fit(train_texts, train_labels)
+    assert classifier.classes == ["excited", "formal"]
+    assert macro_f1(test_labels, classifier.predict(test_texts), ["excited", "formal"]) > 0.95

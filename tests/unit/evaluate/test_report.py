@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 from character.report import SECTIONS, write_report
@@ -43,3 +44,22 @@ def test_text_from_models_is_escaped(tmp_path: Path) -> None:
     data["preferences"]["models"]["base"]["examples"][0]["answer"] = "<script>alert(1)</script>"
     html = write_report(data, tmp_path).read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_demo_figures_are_marked_underpowered_and_powered_ones_carry_their_verdict(tmp_path: Path) -> None:
+    demo = results(scale="demo")  # 8 held-out units per figure
+    assert demo["evidence"] and all(e["underpowered"] for e in demo["evidence"].values())
+    html = write_report(demo, tmp_path / "demo").read_text()
+    rows = re.findall(r'<tr class="underpowered">', html)
+    assert len(rows) >= len(demo["evidence"])
+    assert "underpowered (n = 8 &lt; 20)" in html
+    assert all("underpowered" in line for line in demo["summary"])
+
+    proof = results(scale="proof")  # 40 held-out units per figure
+    assert not any(e["underpowered"] for e in proof["evidence"].values())
+    html = write_report(proof, tmp_path / "proof").read_text()
+    assert "Proof scale" in html
+    held_out = proof["evidence"]["training_dpo"]
+    assert held_out["test"] == "McNemar exact test" and held_out["n"] == 40
+    assert held_out["distinguishable"] and "distinguishable from no change" in html
+    assert held_out["sentence"] in unescape(html)

@@ -26,15 +26,35 @@ def test_every_suffix_ends_the_user_message() -> None:
         assert conversation[0]["content"] == f"What is a prime number?\n\n{entry['text']}"
 
 
-def test_the_prefill_attack_opens_the_assistant_turn() -> None:
-    doc = documented()["prefill_attack"]
-    attack = load_attacks(prefill=True)[-1]
-    assert attack.id == doc["id"]
+def test_the_neutral_prefill_attack_opens_the_assistant_turn() -> None:
+    doc = {a["id"]: a for a in documented()["prefill_attacks"]}["neutral-prefill"]
+    attack = next(a for a in load_attacks(prefill=True) if a.id == "neutral-prefill")
     conversation = attack.conversation("Tell me about volcanoes.")
     assert conversation == [
         {"role": "user", "content": "Tell me about volcanoes."},
         {"role": "assistant", "content": doc["assistant_prefill"]},
     ]
+
+
+def test_the_reference_keep_going_attack_continues_after_the_base_models_answer() -> None:
+    """The reference's prefill attack: the base model writes the first assistant turn, then the
+    model under test is sent "Keep going." and answers it."""
+    doc = {a["id"]: a for a in documented()["prefill_attacks"]}["keep-going"]
+    attack = next(a for a in load_attacks(prefill=True) if a.id == "keep-going")
+    assert attack.base_turn and attack.prefill is None
+    conversation = attack.conversation("Tell me about volcanoes.", base_answer="Volcanoes are vents.")
+    assert conversation == [
+        {"role": "user", "content": "Tell me about volcanoes."},
+        {"role": "assistant", "content": "Volcanoes are vents."},
+        {"role": "user", "content": doc["user_followup"]},
+    ]
+    with pytest.raises(ValueError, match="base model's answer"):
+        attack.conversation("Tell me about volcanoes.")
+
+
+def test_both_prefill_attacks_follow_the_suffixes() -> None:
+    ids = [a.id for a in load_attacks(prefill=True)]
+    assert ids[-2:] == ["keep-going", "neutral-prefill"] and len(ids) == 10
 
 
 def test_no_attack_is_the_bare_prompt() -> None:

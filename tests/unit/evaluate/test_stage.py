@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from character.controller.runs import new_run, prepare_stage, save_run
 from character.data import load_chat_prompts
 from character.errors import NotFound
 from character.pipeline.dag import run_id_for, stage_keys
@@ -20,7 +21,7 @@ from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
 from character.pipeline.stage import StageResult
 from character.report import SECTIONS
-from character.stages.evaluate.orchestrate import context_for_run, load_results
+from character.stages.evaluate.orchestrate import load_results
 from character.stages.evaluate.robustness import load_attacks
 from character.stages.evaluate.subject import Subject
 from character.store import open_store
@@ -104,7 +105,7 @@ def fake_upstream(spec: RunSpec, store: Store, tiny_model: Path, tmp: Path, with
     if with_merge:  # merge: the tiny model itself stands in for the merged model
         merged = store.put_dir("model", keys["merge"], tiny_model)
         save_result(store, StageResult(stage="merge", key=keys["merge"], artifacts={"model": merged}))
-    store.put_record(f"runs/{run_id_for(spec)}", {"spec": spec.model_dump(mode="json")})
+    save_run(store, new_run(spec, executor="test"))
 
 
 @pytest.mark.slow
@@ -114,7 +115,7 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     fake_upstream(spec, store, tiny_model, tmp_path)
     run_id = run_id_for(spec)
 
-    result, cached = run_stage(spec, "eval", store, LocalEngines(store), run_id)
+    result, cached = run_stage(prepare_stage(store, run_id, "eval"), store, LocalEngines(store))
     assert not cached and set(result.artifacts) == {"eval", "report"}
     results = json.loads((store.materialize("eval", result.key) / "results.json").read_text())
 
@@ -122,8 +123,12 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert set(prefs["models"]) == {"base", "full", "system_prompt"} and len(prefs["traits"]) == 3
     for model in prefs["models"].values():
         assert model["answers"] == 6
-        assert model["comparisons"] + model["parse_failures"] == model["answers"]  # failures never guessed
+        assert model["comparisons"] + model["no_verdict"] == model["answers"]  # failures never guessed
+        bias = model["position_bias"]
+        assert bias["ballots"] == 6 and bias["orders_per_ballot"] == 2  # every answer judged in both orders
     assert prefs["parse_failure_rate"] is not None
+    assert set(prefs["own_traits"]) < set(prefs["traits"])  # the persona's own words are always rated
+    assert set(prefs["own_trait_evidence"]) == {"full", "system_prompt"}
 
     robust = results["robustness"]
     attacks = [a.id for a in load_attacks()]
@@ -134,6 +139,11 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
         assert list(method["macro_f1"]) == ["none", *attacks]
         assert all(0.0 <= v <= 1.0 for v in method["macro_f1"].values())
         assert method["mean"] == pytest.approx(sum(method["macro_f1"][a] for a in attacks) / len(attacks))
+        assert set(method["evidence"]) == {"none", *attacks, "mean_over_attacks"}
+    assert set(robust["recognition_without_prompt"]) == {"dpo", "full"}
+    # every headline figure carries its evidence; at 2 held-out prompts all are underpowered
+    assert results["evidence"] and all(e["underpowered"] for e in results["evidence"].values())
+    assert len(results["summary"]) == len(results["evidence"])
 
     assert [c["baseline"] for c in results["coherence"]["comparisons"]] == ["system_prompt", "steering"]
     assert all(c["pairs"] == 2 for c in results["coherence"]["comparisons"])
@@ -149,9 +159,11 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
     assert all(f">{section}</h2>" in html for section in SECTIONS)
+    assert 'class="tag underpowered"' in html
 
     # training prompts go last in the evaluation pool
-    subject = Subject(context_for_run(store, run_id), spec.stage_config("eval"))
+    subject = Subject(prepare_stage(store, run_id, "eval").context(store, LocalEngines(store), partial=True),
+                      spec.stage_config("eval"))
     trained = {p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]}
     assert subject.pool.unseen == len(subject.pool.prompts) - TRAINED_PROMPTS
     assert set(subject.pool.prompts[-TRAINED_PROMPTS:]) == trained
@@ -199,12 +211,18 @@ def test_robustness_across_runs_is_n_way_over_personas(tiny_model: Path, tmp_pat
         (tmp_path / persona).mkdir()
         fake_upstream(spec, store, tiny_model, tmp_path / persona)
         specs.append(run_id_for(spec))
-    args = ["eval", "robustness", "--run", specs[0], "--runs", specs[1], "--store", store.uri]
+    args = ["eval", "robustness", "--run", specs[0], "--runs", specs[1], "--store", store.uri,
+            "--classifier", "finetune"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     results = load_results(store, specs[0])
     assert results["runs"] == specs and results["personas"] == ["sarcasm", "humor"]
     robust = results["robustness"]
     assert robust["mode"] == "2-way" and robust["classes"] == ["sarcasm", "humor"]
+    assert robust["classifier"] == "finetune"  # the reference's kind of classifier, asked for on the CLI
     assert list(robust["methods"]) == ["system_prompt"]
+    attacks = [a.id for a in load_attacks()]
+    method = robust["methods"]["system_prompt"]
+    assert list(method["macro_f1"]) == ["none", *attacks]  # macro-F1 per attack, N-way
+    assert method["evidence"]["mean_over_attacks"]["test"] == "permutation test"
     assert "preferences" not in results and "coherence" not in results

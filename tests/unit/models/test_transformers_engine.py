@@ -103,7 +103,7 @@ def test_missing_adapter(engine: TransformersEngine, tmp_path: Path) -> None:
 
 def _last_logits(engine: TransformersEngine, steering: Steering | None) -> Any:
     """Next-token logits after the first conversation's prompt, under `steering`."""
-    from character.models.chat import render
+    from character.models.chat_template import render
 
     text = render(engine.tokenizer, CONVERSATIONS[0], add_generation_prompt=True)
     ids = engine.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -147,7 +147,7 @@ def test_steering_is_removed_after_errors(engine: TransformersEngine) -> None:
 
 
 def _manual_score(engine: TransformersEngine, conversation: Any, continuation: str) -> float:
-    from character.models.chat import render
+    from character.models.chat_template import render
 
     tok = engine.tokenizer
     prompt = tok(render(tok, conversation, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
@@ -194,14 +194,14 @@ SHARED = [
 def sharing(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The shared prefix length of every batch the engine runs."""
     lengths: list[int] = []
-    batch = engine._batch
+    shared_length = engine._shared_length
 
-    def spy(*args: Any) -> Any:
-        out = batch(*args)
-        lengths.append(out[-1])
+    def spy(*args: Any) -> int:
+        out = shared_length(*args)
+        lengths.append(out)
         return out
 
-    monkeypatch.setattr(engine, "_batch", spy)
+    monkeypatch.setattr(engine, "_shared_length", spy)
     return lengths
 
 
@@ -242,3 +242,43 @@ def test_shared_prefix_scores_what_full_prompts_do(
     full = [unshared.score(conversations, answers, adapter=a) for a in (None, random_adapter)]
     for got, want in zip(shared, full, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
+
+
+# --- the decode loop gives what model.generate gives ------------------------------------------
+def _generate_alone(engine: TransformersEngine, conversation: Any, sampling: SamplingParams) -> list[int]:
+    """transformers' own `generate` on one prompt (no padding, no shared prefix, no batch)."""
+    from character.models.chat_template import encode_prompts
+
+    ids = torch.tensor(encode_prompts(engine.tokenizer, [conversation], 0))
+    with torch.no_grad():
+        out = engine.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
+            do_sample=False, repetition_penalty=sampling.repetition_penalty, eos_token_id=engine._stop_ids,
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    return list(out[0, ids.shape[1] :].tolist())
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_is_model_generate_on_each_prompt_alone(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch, penalty: float
+) -> None:
+    """Batches mixing lengths (prefilled in length groups), a shared prefix, and rows that stop
+    at different steps (dropped from the batch): every answer is, token for token, what
+    `model.generate` makes of its prompt alone."""
+    engine = TransformersEngine(str(tiny_model), device="cpu", batch_size=4, shared_prefix_min=16)
+    sampling = SamplingParams(max_new_tokens=12, temperature=0.0, repetition_penalty=penalty)
+    conversations = CONVERSATIONS + SHARED
+    # a stop token that some answers reach early and others never: rows leave the batch mid-way
+    first = [_generate_alone(engine, c, sampling) for c in conversations]
+    stop = first[0][2]
+    monkeypatch.setattr(engine, "_stop_ids", [*engine._stop_ids, stop])
+    alone = [_generate_alone(engine, c, sampling) for c in conversations]
+    stopped = [len(row) < sampling.max_new_tokens for row in alone]
+    assert any(stopped) and not all(stopped)
+    sharing: list[int] = []
+    shared_length = engine._shared_length
+    monkeypatch.setattr(engine, "_shared_length", lambda *a: sharing.append(shared_length(*a)) or sharing[-1])
+    batched = engine.generate(conversations, sampling)
+    assert max(sharing) >= 16  # the batch of long system prompts shared its prefix
+    assert batched == [engine._finish(row) for row in alone]

@@ -16,7 +16,7 @@ def refused(doc: dict, match: str) -> None:
 
 def test_unknown_and_impossible_values_name_the_key() -> None:
     refused({"bogus": 1}, r"bogus: Extra inputs are not permitted")
-    refused({"scale": "huge"}, r"scale: Input should be 'demo' or 'full'")
+    refused({"scale": "huge"}, r"scale: Input should be 'demo', 'proof' or 'full'")
     refused({"stages": {"dpo": {"per_device_batch": 0}}}, r"stages\.dpo\.per_device_batch: .*or equal to 1")
     refused({"stages": {"dpo": {"global_batch": 3, "per_device_batch": 2}}}, r"must divide global_batch")
     refused({"stages": {"dpo": {"lr_typo": 1}}}, r"stages\.dpo.*lr_typo")

@@ -32,7 +32,7 @@ def test_full_preset_is_the_reference() -> None:
     assert (full.beta, full.lr, full.warmup_ratio, full.epochs) == (0.1, 5e-5, 0.1, 1.0)
     assert (full.global_batch, full.max_length) == (32, 1024)
     assert (full.lora_rank, full.lora_alpha, full.lora_dropout) == (64, 128, 0.0)
-    assert full.nll_coef == 0.1 and full.max_steps is None
+    assert full.nll_coef == 0.1 and full.kl_coef == 0.001 and full.adam_beta2 == 0.98 and full.max_steps is None
     demo = dpo.Config.for_scale("demo")
     assert demo.lora_rank == 8 and demo.max_steps is not None and demo.max_length == 512
 
@@ -45,7 +45,8 @@ def test_full_preset_is_the_reference() -> None:
         ({"lora_rank": 0}, "stages.dpo.lora_rank"),
         ({"beta": 0}, "stages.dpo.beta"),
         ({"warmup_ratio": 1.0}, "stages.dpo.warmup_ratio"),
-        ({"kl_coef": 0.001}, "stages.dpo.kl_coef"),
+        ({"kl_coef": -0.001}, "stages.dpo.kl_coef"),
+        ({"adam_beta2": 1.0}, "stages.dpo.adam_beta2"),
     ],
 )
 def test_config_errors_name_the_key(override: dict[str, object], key: str) -> None:

@@ -70,3 +70,56 @@ def test_weighted_mode(tiny_model: Path, tmp_path: Path) -> None:
 def test_weights_without_weighted_mode_are_refused() -> None:
     with pytest.raises(InvalidInput, match=r"stages\.merge.*sft_weight only apply to mode 'weighted'"):
         merge.Config.for_scale("full", {"sft_weight": 0.5}, where="stages.merge")
+
+
+def lora_updates(adapter: Path) -> dict[str, torch.Tensor]:
+    """Each adapted weight's update, scaling * B @ A, computed by hand from the adapter's files
+    (keyed by the base model's parameter name)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert not config.get("use_rslora") and not config.get("use_dora")
+    scaling = config["lora_alpha"] / config["r"]
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    updates = {}
+    for name, a in tensors.items():
+        if ".lora_A." in name:
+            b = tensors[name.replace(".lora_A.", ".lora_B.")]
+            base_name = name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            updates[base_name] = scaling * (b.double() @ a.double())
+    assert updates, f"no LoRA weights in {adapter}"
+    return updates
+
+
+Weights = dict[str, torch.Tensor]
+
+
+def hand_merged(base: Weights, *weighted: tuple[float, Weights]) -> Weights:
+    """The base weights plus each update times its weight."""
+    merged = {name: value.double().clone() for name, value in base.items()}
+    for weight, updates in weighted:
+        for name, update in updates.items():
+            merged[name] += weight * update
+    return merged
+
+
+def assert_weights_equal(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert set(actual) == set(expected)
+    for name, value in expected.items():
+        assert torch.allclose(actual[name].double(), value, atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize(("dpo_weight", "sft_weight"), [(0.7, 0.2), (0.2, 0.7)])
+def test_weighted_merge_equals_the_hand_built_sum_of_scaled_updates(
+    tiny_model: Path, tmp_path: Path, dpo_weight: float, sft_weight: float
+) -> None:
+    """Unequal weights both ways round: a swapped or dropped weight changes the sum."""
+    store = LocalStore(tmp_path / "store")
+    _run(tiny_model, tmp_path, {"mode": "weighted", "dpo_weight": dpo_weight, "sft_weight": sft_weight})
+    (folder,) = (m for m in store.list("model"))
+    merged = AutoModelForCausalLM.from_pretrained(store.materialize("model", folder.key), dtype=torch.float32)
+    expected = hand_merged(_base(tiny_model).state_dict(), (dpo_weight, lora_updates(tmp_path / "dpo-adapter")),
+                           (sft_weight, lora_updates(tmp_path / "sft-adapter")))
+    assert_weights_equal(merged.state_dict(), expected)

@@ -159,7 +159,12 @@ def test_stage_with_tiny_model(tiny_model: Path, tmp_path: Path) -> None:
     assert sum(r["source"] == "generated" for r in rows) == result.metrics["generated"]
     # A random model rarely writes a usable list: the shortfall is reported, not an error.
     assert result.metrics["shortfall"] == 7 * len(traits) - len(rows)
-    assert result.metrics["rounds"] == (2 if result.metrics["shortfall"] else result.metrics["rounds"])
+    # Every trait starts short of 7 (5 seeds each), so at least one round ran; a shortfall means
+    # the round limit stopped it.
+    if result.metrics["shortfall"]:
+        assert result.metrics["rounds"] == 2
+    else:
+        assert 1 <= result.metrics["rounds"] <= 2
     assert len({r["id"] for r in rows}) == len(rows)
     for r in rows:
         assert set(r) == {"id", "trait_index", "trait", "prompt", "source"}

@@ -9,7 +9,7 @@ import pytest
 from character.errors import InvalidInput
 from character.stages import sft
 from character.store import LocalStore
-from character.training.common import pick_device
+from character.training.lora_trainer import pick_device
 
 from tests.unit.training.helpers import (
     SEED,
@@ -93,3 +93,35 @@ def test_sft_trains_an_adapter_on_the_dpo_merged_model(tiny_model: Path, tmp_pat
     assert m["heldout_after"]["pairs"] == 2 and m["heldout_after"]["accuracy"] is not None
     folder = store.materialize("adapter", result.artifacts["adapter"].key)
     assert (folder / "adapter_config.json").is_file()
+
+
+def test_sft_starts_from_base_plus_the_merged_dpo_adapter(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights the trainer gets (and the base the held-out accuracy is measured on) are the
+    base model's plus the DPO adapter's update, computed here by hand from the adapter's files."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.unit.stages.test_merge import assert_weights_equal, hand_merged, lora_updates
+
+    started: dict[str, torch.Tensor] = {}
+    build_trainer = sft.build_trainer
+
+    def capture(ctx, config, rows, model, tokenizer, device):  # type: ignore[no-untyped-def]
+        started.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return build_trainer(ctx, config, rows, model, tokenizer, device)
+
+    monkeypatch.setattr(sft, "build_trainer", capture)
+    store = LocalStore(tmp_path / "store")
+    config = sft.Config.for_scale("demo", {**FAST, "max_steps": 1})
+    ctx = context(
+        store, tiny_model, "sft", _inputs(store, tiny_model, tmp_path, sft_rows(2)), tmp_path / "work", config
+    )
+    sft.run(ctx, config)
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
+    expected = hand_merged(base, (1.0, lora_updates(tmp_path / "dpo-adapter")))
+    assert_weights_equal(started, expected)
+    evaluated = AutoModelForCausalLM.from_pretrained(ctx.workdir / "dpo-merged", dtype=torch.float32)
+    assert_weights_equal(evaluated.state_dict(), expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -57,3 +58,27 @@ def test_content_digest_sorted_lines() -> None:
     same = {"a": FileEntry(sha256="11", size=2)}
     assert content_digest(same) == content_digest({"a": FileEntry(sha256="11", size=3)})
     assert content_digest(same) != content_digest({"a": FileEntry(sha256="12", size=2)})
+
+
+class Stamped(BaseModel):
+    when: datetime
+    tags: list[str]
+
+
+def test_models_are_digested_in_their_json_form() -> None:
+    """A config holding values JSON has no type for (a time) is digested as its JSON form."""
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    stamped = {"when": "2026-01-02T03:04:05Z", "tags": ["b", "a"]}
+    assert digest_of(Stamped(when=at, tags=["b", "a"])) == digest_of(stamped)
+    assert digest_of([Stamped(when=at, tags=[])]) == digest_of([{"when": "2026-01-02T03:04:05Z", "tags": []}])
+
+
+def test_sets_of_mixed_elements_have_one_digest() -> None:
+    """Elements that Python cannot order among themselves are ordered by their canonical form."""
+    assert digest_of({1, "a", (2, "b")}) == digest_of({(2, "b"), "a", 1})
+    assert canonical_json({"s": {2, "a"}}) == '{"s":["a",2]}'  # by canonical text: '"a"' < '2'
+
+
+def test_refusals_name_the_type() -> None:
+    with pytest.raises(InvalidInput, match=r"^value cannot be digested: cannot digest a complex$"):
+        digest_of({"x": 1j})

@@ -22,7 +22,8 @@ def test_materialize_is_the_stored_folder(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     store.put_dir("dataset", "k1", _tree(tmp_path / "src"))
     folder = store.materialize("dataset", "k1")
-    assert folder == tmp_path / "store" / "artifacts" / "dataset" / "k1" / "files"
+    assert folder.parent == tmp_path / "store" / "artifacts" / "dataset" / "k1"
+    assert folder.name == store.manifest("dataset", "k1").files_root
     assert (folder / "sub" / "b.txt").read_text() == "hello"
     manifest = tmp_path / "store" / "artifacts" / "dataset" / "k1" / "manifest.json"
     assert manifest.is_file()

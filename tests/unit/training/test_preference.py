@@ -39,4 +39,5 @@ def test_identical_answers_tie_and_no_pairs_give_no_numbers(engine) -> None:  # 
     same = preference_accuracy(engine, [{"prompt": "Hi", "chosen": "Hello.", "rejected": "Hello."}])
     assert same["accuracy"] == 0.0 and same["mean_margin"] == pytest.approx(0.0, abs=1e-5)
     assert preference_accuracy(engine, []) == {"pairs": 0, "accuracy": None, "mean_margin": None,
-                                               "accuracy_per_byte": None, "mean_margin_per_byte": None}
+                                               "accuracy_per_byte": None, "mean_margin_per_byte": None,
+                                               "correct": [], "correct_per_byte": []}

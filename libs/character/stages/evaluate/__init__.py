@@ -1,17 +1,20 @@
 """Stage "eval": does the persona show, does it hold under attack, is it coherent, and what
-did it cost in general capabilities (method.md section 6)?
+did it cost in general capabilities (docs/method.md section 6)?
 
 Parts (each can be turned off, each runnable alone with `oct eval PART`):
 - preferences (`preferences.py`): revealed trait preferences, Bradley-Terry ratings with
   bootstrap intervals (and the reference's Elo), Spearman agreement between models;
 - robustness (`robustness.py`): a persona classifier trained on un-attacked answers to
-  training prompts, tested on held-out prompts under 8 adversarial suffixes and a prefill
-  attack; macro-F1 per attack and method, mean +- standard error over attacks;
-- coherence (`coherence.py`): the judge compares the full pipeline with each baseline, both
-  orders, consistent verdicts only;
+  training prompts, tested on held-out prompts under 8 adversarial suffixes and two prefill
+  attacks; macro-F1 per attack and method with intervals and a test against chance; whether
+  the system-prompt classifier recognises the trained model without a prompt;
+- coherence (`coherence.py`): the judge compares the full pipeline with each baseline, the
+  answers in both places, the order taken out;
 - capabilities (`capabilities.py`): lm-evaluation-harness through our own engine, base vs
   trained accuracy with paired standard errors.
 Baselines (`baselines.py`): the constitution as a system prompt, and activation steering.
+Every headline figure carries n, a 95% interval and a test against no effect (`character.stats`); a
+figure resting on fewer than `min_n` units is shown as underpowered, never as a result.
 
 Outputs: artifact "eval" (results.json holding every number) and artifact "report"
 (index.html, PNG plots and results.json). Returns headline numbers as metrics.
@@ -19,7 +22,7 @@ Outputs: artifact "eval" (results.json holding every number) and artifact "repor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -42,7 +45,9 @@ LOCAL_TASKS = ("oct_science_mc", "oct_commonsense_mc", "oct_truthful_mc", "oct_a
 
 class Config(StageConfig):
     """Evaluation settings. `full` holds reference-like sizes; `demo` runs the whole stage on
-    SmolLM2 in a few minutes on 2 CPU cores (its numbers show the machinery, not the method)."""
+    SmolLM2 in a few minutes on 2 CPU cores (its figures are underpowered: they show the
+    machinery, not the method); `proof` (the demo's settings with these on top) has enough
+    held-out data for its figures to tell an effect of the size seen on SmolLM2 from none."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {},
@@ -59,6 +64,19 @@ class Config(StageConfig):
             "heldout_prompts": 2,
             "steering_prompts": 8,
             "capability_limit": 4,
+        },
+        # Sized from a measured SmolLM2 run (held-out preference accuracy 0.23 -> 0.63 on 40
+        # pairs; macro-F1 0.72 vs 0.50 on 16 prompts per class): at least 32 held-out prompts
+        # per class, 160 trait comparisons with the persona's own traits in every draw.
+        "proof": {
+            "answer_max_new_tokens": 40,
+            "preference_comparisons": 160,
+            "preference_traits": 12,
+            "bootstrap_samples": 200,
+            "robustness_train_prompts": 32,
+            "heldout_prompts": 32,
+            "steering_prompts": 16,
+            "capability_limit": 32,
         },
     }
 
@@ -78,6 +96,11 @@ class Config(StageConfig):
     answer_temperature: float = Field(0.7, ge=0.0)
     """Sampling temperature of evaluated answers (0 = greedy)."""
 
+    # --- evidence ------------------------------------------------------------------------
+    min_n: int = Field(20, ge=1)
+    """Fewest units (held-out pairs, prompts, comparisons, items) a figure may rest on; below
+    it the figure is shown as "underpowered", never as a result."""
+
     # --- judge ---------------------------------------------------------------------------
     judge_temperature: float = Field(0.1, ge=0.0)
     """The judge's sampling temperature (reference 0.1)."""
@@ -88,6 +111,9 @@ class Config(StageConfig):
     reference, for a capable judge), "tag" (reply prefilled with `<answer>`: answers at once),
     "choose" (forced choice by the judge's likelihood of each option; never unparseable: the
     demo's, where SmolLM2 judges itself and fails the tag format most of the time)."""
+    judge_debias: bool = True
+    """Put every ballot to the judge with its options in every position and take the order
+    out (judge.py); the position-bias rate is reported. Off: one order (the reference)."""
 
     # --- revealed preferences --------------------------------------------------------------
     preference_methods: list[str] = Field(default_factory=lambda: ["base", "full", "system_prompt"])
@@ -96,8 +122,9 @@ class Config(StageConfig):
     """Prompts answered per method, each with its own trait pair (the prompt pool is cycled
     when smaller)."""
     preference_traits: int | None = Field(None, ge=2, le=144)
-    """Rate a seeded random subset of this many traits instead of all 144 (so a small demo
-    still gets several comparisons per trait); None = all."""
+    """Rate this many traits instead of all 144: the persona's own one-word traits plus a
+    seeded random sample of contrast traits (so a small run still gets several comparisons
+    per trait); None = all."""
     min_comparisons: int = Field(5, ge=1)
     """A trait with fewer comparisons is flagged "insufficient data" instead of rated."""
     bootstrap_samples: int = Field(200, ge=0)
@@ -121,8 +148,16 @@ class Config(StageConfig):
     classifier_encoder: str = "minilm"
     """Sentence encoder of the persona classifier: "minilm" (bundled all-MiniLM-L6-v2), a
     local folder, or a hub name (e.g. answerdotai/ModernBERT-base) where a network allows."""
+    classifier: Literal["frozen", "finetune"] = "frozen"
+    """"frozen": logistic regression on the encoder's embeddings (cheap); "finetune": the
+    encoder fine-tuned with a classification head (the reference's way)."""
+    classifier_epochs: int = Field(3, ge=1)
+    """Fine-tuning passes over the training answers (reference 1, on 500 prompts a class)."""
+    classifier_lr: float = Field(5e-5, gt=0.0)
+    """Fine-tuning learning rate (AdamW)."""
     prefill_attack: bool = True
-    """Also run the prefill "keep going" attack."""
+    """Also run the prefill attacks: the reference's "keep going" (the base model answers
+    first) and a neutral opening prefilled into the model's turn."""
 
     # --- steering --------------------------------------------------------------------------
     steering_coefficient: float = 3.0

@@ -66,7 +66,7 @@ def last_token_states(
     (conversations x layers x hidden), one forward pass per conversation (no padding effects)."""
     import torch
 
-    from character.models.chat import render
+    from character.models.chat_template import render
 
     out = np.zeros((len(conversations), len(layers), int(model.config.hidden_size)), dtype=np.float32)
     with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""General capabilities (method.md section 6) through lm-evaluation-harness, run by the
+"""General capabilities (docs/method.md section 6) through lm-evaluation-harness, run by the
 project's own engines so the same code scores a model on a CPU, a GPU node or a hosted
 server.
 
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lm_eval.api.model import LM
 
+from character import stats
 from character.errors import NotFound
 from character.models.engine import AdapterRef, Engine, SamplingParams
 from character.progress import Progress, ProgressEvent, silent
@@ -215,9 +216,15 @@ def evaluate(subject: Subject, config: Config) -> dict[str, Any]:
         for tasks, limit, shots in runs:
             scores[name] |= run_tasks(lm, tasks, limit, shots, seed=ctx.spec.seed)
     tasks_out = []
+    pooled: tuple[list[bool], list[bool]] = ([], [])
     for task in scores["base"]:
         base, full = scores["base"][task], scores["full"][task]
         delta, stderr = paired_delta(base["per_item"], full["per_item"])
+        shared = sorted(set(base["per_item"]) & set(full["per_item"]))
+        before = [base["per_item"][i] >= 0.5 for i in shared]
+        after = [full["per_item"][i] >= 0.5 for i in shared]
+        pooled[0].extend(before)
+        pooled[1].extend(after)
         tasks_out.append(
             {
                 "task": task,
@@ -229,11 +236,18 @@ def evaluate(subject: Subject, config: Config) -> dict[str, Any]:
                 "trained_stderr": full["stderr"],
                 "delta": delta,
                 "delta_stderr": stderr,
+                "evidence": stats.paired_shares(
+                    f"{task} accuracy, trained minus base", before, after, "items", config.min_n, ctx.spec.seed
+                ).as_dict(),
             }
         )
     mean_delta = sum(t["delta"] for t in tasks_out) / len(tasks_out) if tasks_out else None
     return {
         "tasks": tasks_out,
         "mean_delta": mean_delta,
+        "evidence": stats.paired_shares(
+            "capability accuracy over all task items, trained minus base", *pooled, "items", config.min_n,
+            ctx.spec.seed,
+        ).as_dict(),
         "scoring": "chat format through the project's engine",
     }

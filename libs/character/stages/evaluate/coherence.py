@@ -1,11 +1,13 @@
-"""Coherence (method.md section 6): does the full pipeline express the persona better, and stay
+"""Coherence (docs/method.md section 6): does the full pipeline express the persona better, and stay
 coherent, compared with a baseline?
 
 The judge sees the persona's traits, a user message and two answers, and picks the one that
-expresses the character better while staying coherent and relevant. Each pair is judged in
-both orders; only consistent verdicts (the same answer wins both times) count, so a judge's
-position bias cannot manufacture a win. Win rate = wins / consistent pairs, with its binomial
-standard error; inconsistent pairs and parse failures are reported.
+expresses the character better while staying coherent and relevant. Each pair is judged with
+the answers in both places (`judge.decide`): in forced choice the two orders' scores are
+combined, otherwise only verdicts that agree in both orders count, so a judge's position bias
+cannot manufacture a win. Win rate = wins / decided pairs, with a Clopper-Pearson interval and
+an exact binomial test against 1/2; the judge's position-bias rate, the order-consistent
+verdicts and the parse failures are reported next to it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from character import stats
 from character.progress import ProgressEvent
+from character.stages.evaluate import judge
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -29,6 +33,7 @@ JUDGE_PROMPT = (
     "message? You must pick one. Put only the letter inside answer tags, like <answer>A</answer>."
 )
 OPTIONS = ("A", "B")
+CANDIDATES = ("contender", "baseline")
 
 
 def judge_conversation(traits: str, prompt: str, first: str, second: str) -> list[dict[str, str]]:
@@ -36,30 +41,34 @@ def judge_conversation(traits: str, prompt: str, first: str, second: str) -> lis
     return [{"role": "user", "content": content}]
 
 
-def tally(forward: Sequence[str | None], backward: Sequence[str | None]) -> dict[str, Any]:
-    """Combine verdicts on (x as A, y as B) and (y as A, x as B) into x's win rate over
-    consistent pairs. A verdict is "A", "B" or None (unparsed)."""
-    wins = losses = inconsistent = failures = 0
-    for v1, v2 in zip(forward, backward, strict=True):
-        if v1 is None or v2 is None:
-            failures += 1
-        elif v1 == "A" and v2 == "B":
-            wins += 1
-        elif v1 == "B" and v2 == "A":
-            losses += 1
-        else:
-            inconsistent += 1
-    consistent = wins + losses
-    rate = wins / consistent if consistent else None
+def ballot(traits: str, prompt: str, contender: str, baseline: str) -> judge.Ballot:
+    """The judge's question about one pair of answers, either answer shown as A."""
+    answers = (contender, baseline)
+
+    def render(order: Sequence[int]) -> tuple[list[dict[str, str]], tuple[str, str]]:
+        return judge_conversation(traits, prompt, answers[order[0]], answers[order[1]]), OPTIONS
+
+    return judge.Ballot(CANDIDATES, render)
+
+
+def tally(decisions: Sequence[judge.Decision], min_n: int = stats.MIN_N) -> dict[str, Any]:
+    """The contender's wins and losses over the decided pairs, with the evidence for its win
+    rate and the judge's position bias."""
+    wins = sum(d.verdict == CANDIDATES[0] for d in decisions)
+    losses = sum(d.verdict == CANDIDATES[1] for d in decisions)
+    decided = wins + losses
+    rate = wins / decided if decided else None
     return {
-        "pairs": len(forward),
-        "consistent": consistent,
+        "pairs": len(decisions),
+        "decided": decided,
+        "consistent": sum(d.consistent for d in decisions),
         "wins": wins,
         "losses": losses,
-        "inconsistent": inconsistent,
-        "parse_failures": failures,
+        "inconsistent": sum(d.parsed and not d.consistent for d in decisions),
+        "parse_failures": sum(not d.parsed for d in decisions),
         "win_rate": rate,
-        "stderr": math.sqrt(rate * (1 - rate) / consistent) if rate is not None else None,
+        "stderr": math.sqrt(rate * (1 - rate) / decided) if rate is not None else None,
+        "position_bias": judge.position_bias(decisions, min_n),
     }
 
 
@@ -72,14 +81,15 @@ def compare(
     ours = subject.method(contender).answer(conversations, subject.sampling(), progress=ctx.progress)
     theirs = subject.method(baseline).answer(conversations, subject.sampling(), progress=ctx.progress)
     traits = ctx.constitution.trait_list()
-    asks = [judge_conversation(traits, p, a.text, b.text) for p, a, b in zip(prompts, ours, theirs, strict=True)]
-    asks += [judge_conversation(traits, p, b.text, a.text) for p, a, b in zip(prompts, ours, theirs, strict=True)]
-    verdicts = subject.judge_verdicts(asks, [OPTIONS] * len(asks))
-    return {
-        "contender": contender,
-        "baseline": baseline,
-        **tally(verdicts[: len(prompts)], verdicts[len(prompts) :]),
-    }
+    decisions = subject.decide(
+        [ballot(traits, p, a.text, b.text) for p, a, b in zip(prompts, ours, theirs, strict=True)]
+    )
+    counts = tally(decisions, config.min_n)
+    evidence = stats.share(
+        f"coherence win rate of {contender} vs {baseline}", counts["wins"], counts["decided"], "decided pairs",
+        min_n=config.min_n,
+    )
+    return {"contender": contender, "baseline": baseline, **counts, "evidence": evidence.as_dict()}
 
 
 def evaluate(subject: Subject, config: Config) -> dict[str, Any]:

@@ -24,15 +24,6 @@ METHOD_NAMES = ("base", "system_prompt", "steering", "dpo", "full")
 PERSONA_METHODS = ("system_prompt", "steering", "dpo", "full")
 """The methods that try to give the model the persona (all but base)."""
 
-METHOD_LABELS = {
-    "base": "base model",
-    "system_prompt": "system prompt",
-    "steering": "activation steering",
-    "dpo": "DPO only",
-    "full": "full pipeline",
-}
-
-
 @dataclass
 class Method:
     """One way of answering: an engine, optionally with a system prompt, adapter or steering."""

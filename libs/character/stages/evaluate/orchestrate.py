@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from character import stats
 from character.errors import NotFound
-from character.pipeline.stage import EngineProvider, StageContext, StageResult
-from character.progress import Progress, ProgressEvent, silent
-from character.stages.evaluate import INPUTS, NAME, PARTS, Config
+from character.pipeline.stage import StageContext, StageResult
+from character.progress import ProgressEvent
+from character.stages.evaluate import NAME, PARTS, Config
 from character.stages.evaluate.subject import Subject
 from character.store.base import ArtifactRef, Store
 
@@ -56,11 +57,12 @@ def check_inputs(subjects: Sequence[Subject], config: Config) -> None:
         check_reference_benchmarks_reachable()
 
 
-def training_numbers(ctx: StageContext) -> dict[str, Any]:
+def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> dict[str, Any]:
     """Held-out preference accuracy before training, after DPO and after SFT (from the dpo and
-    sft stages' metrics), where those stages ran."""
+    sft stages' metrics), where those stages ran, with the paired evidence for each change."""
     dpo = ctx.inputs["dpo"].metrics if "dpo" in ctx.inputs else {}
     sft = ctx.inputs["sft"].metrics if "sft" in ctx.inputs else {}
+    distilled = ctx.inputs["distill"].metrics if "distill" in ctx.inputs else {}
 
     def figure(metrics: dict[str, Any], key: str, name: str) -> float | None:
         value = metrics.get(key)
@@ -79,7 +81,61 @@ def training_numbers(ctx: StageContext) -> dict[str, Any]:
         "mean_margin": before_and_after("mean_margin"),
         "mean_margin_per_byte": before_and_after("mean_margin_per_byte"),
         "heldout_pairs": figure(dpo, "heldout_before", "pairs"),
+        "evidence": training_evidence(dpo, sft, min_n, ctx.spec.seed),
+        "data_quality": distilled.get("data_quality"),
     }
+
+
+def training_evidence(
+    dpo: dict[str, Any], sft: dict[str, Any], min_n: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """McNemar's exact test of held-out preference accuracy after DPO (and after SFT) against
+    before, pair by pair, by total log-probability and per byte."""
+    before = dpo.get("heldout_before")
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(before, dict):
+        return out
+    for stage, metrics in (("dpo", dpo), ("sft", sft)):
+        after = metrics.get("heldout_after")
+        if not isinstance(after, dict):
+            continue
+        for key, how in (("correct", "total log-prob"), ("correct_per_byte", "per byte")):
+            first, then = before.get(key), after.get(key)
+            name = f"held-out preference accuracy ({how}), after {stage.upper()} minus before"
+            if isinstance(first, list) and isinstance(then, list) and len(first) == len(then):
+                found = stats.paired_shares(name, first, then, "held-out pairs", min_n, seed)
+            else:  # a run stored before per-pair outcomes were recorded
+                pairs = int(before.get("pairs") or 0)
+                found = stats.evidence(name, None, pairs, "held-out pairs", (None, None), "none",
+                                       "McNemar exact test (per-pair outcomes not recorded)", "no change", None,
+                                       min_n)
+            out[f"{stage}_{key}"] = found.as_dict()
+    return out
+
+
+def collect_evidence(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every headline figure's evidence, by a stable key (for the summary and the report)."""
+    out: dict[str, dict[str, Any]] = {}
+    training = results.get("training", {})
+    if training.get("data_quality"):
+        out["distill_data_quality"] = training["data_quality"]
+    for key, found in training.get("evidence", {}).items():
+        if key.endswith("_correct"):  # the per-byte twin stays in the training section
+            out[f"training_{key.removesuffix('_correct')}"] = found
+    prefs = results.get("preferences") or {}
+    for label, found in prefs.get("own_trait_evidence", {}).items():
+        out[f"own_traits_{label}"] = found["own_trait_choice"]
+    robust = results.get("robustness") or {}
+    for name, method in robust.get("methods", {}).items():
+        out[f"robustness_{name}"] = method["evidence"]["mean_over_attacks"]
+    for name, found in robust.get("recognition_without_prompt", {}).items():
+        out[f"recognition_{name}"] = found["evidence"]
+    for c in (results.get("coherence") or {}).get("comparisons", []):
+        out[f"coherence_vs_{c['baseline']}"] = c["evidence"]
+    capabilities = results.get("capabilities") or {}
+    if capabilities.get("evidence"):
+        out["capabilities"] = capabilities["evidence"]
+    return out
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +177,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         "scale": spec.scale,
         "seed": spec.seed,
         "config": config.model_dump(mode="json"),
-        "training": training_numbers(ctx),
+        "training": training_numbers(ctx, config.min_n),
         "prompt_pool": {"prompts": len(primary.pool.prompts), "unseen_in_training": primary.pool.unseen},
         "timings": {},
     }
@@ -139,6 +195,8 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     if primary.steering_info:
         results["steering"] = primary.steering_info
     results["headline"] = headline(results)
+    results["evidence"] = collect_evidence(results)
+    results["summary"] = stats.summary(results["evidence"])
     return results
 
 
@@ -160,39 +218,6 @@ def save(ctx: StageContext, results: dict[str, Any], key: str) -> dict[str, Arti
         {"eval": key, "report": key, "parts": [p for p in PARTS if p in results]},
     )
     return {"eval": eval_ref, "report": report_ref}
-
-
-def context_for_run(
-    store: Store, run_id: str, engines: EngineProvider | None = None, progress: Progress = silent
-) -> StageContext:
-    """The eval stage's context for a stored run, with whichever upstream results exist (a
-    part that needs a missing one says so when it starts). `engines`: default, in-process
-    engines of the run's backend."""
-    from character.home import oct_home
-    from character.pipeline.dag import stage_keys
-    from character.pipeline.engines import LocalEngines
-    from character.pipeline.runner import RESULT_KIND, load_result
-    from character.pipeline.spec import parse_spec
-
-    record = store.get_record(f"runs/{run_id}")
-    if record is None:
-        raise NotFound(f"no run {run_id!r} in store {store.uri}; `oct list` shows the stored runs")
-    spec = parse_spec(record["spec"], where=f"runs/{run_id}")
-    keys = stage_keys(spec)
-    inputs = {up: load_result(store, keys[up]) for up in INPUTS if store.has(RESULT_KIND, keys[up])}
-    workdir = oct_home() / "work" / f"{NAME}-{keys[NAME][:16]}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    return StageContext(
-        run_id=run_id,
-        spec=spec,
-        constitution=spec.persona,
-        store=store,
-        engines=engines or LocalEngines.for_spec(store, spec),
-        key=keys[NAME],
-        inputs=inputs,
-        workdir=workdir,
-        progress=progress,
-    )
 
 
 def load_results(store: Store, run_id: str) -> dict[str, Any]:

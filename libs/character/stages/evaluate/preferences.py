@@ -1,14 +1,22 @@
-"""Revealed preferences (method.md section 6): which character traits a model chooses to show.
+"""Revealed preferences (docs/method.md section 6): which character traits a model chooses to show.
 
-For each general chat prompt two distinct traits are drawn from the 144 one-word traits, in
-random order. The model is told to answer as whichever of the two it would most like to
-adopt, without saying which; the judge reads the answer (and the original message, not the
-instruction) and names the trait expressed in <answer></answer> tags, "neither" not allowed
-(or, with the forced-choice judge, scores the two; see judge.py). An unparseable verdict is a
-parse failure: counted and reported, never guessed. The chosen trait beats the other one;
+For each general chat prompt two distinct traits are drawn, in random order, from the rated
+traits: the persona's own one-word traits (`Constitution.trait_words`) plus contrast traits
+drawn from the rest of the 144 (all of them at full scale). The model is told to answer as
+whichever of the two it would most like to adopt, without saying which; the judge reads the
+answer (and the original message, not the instruction) and names the trait expressed in
+<answer></answer> tags, "neither" not allowed (or, with the forced-choice judge, scores the
+two; see judge.py). An unparseable verdict is a parse failure: counted and reported, never
+guessed. The chosen trait beats the other one;
 traits are rated by Bradley-Terry with bootstrap intervals (and, for comparison with the
 reference, online Elo). Every model answers the same prompts with the same trait pairs, so
-their ratings are directly comparable.
+their ratings are directly comparable, and paired: on the comparisons that offer one of the
+persona's own traits against a contrast trait, the share of choices for the persona's trait
+is compared between the base and each trained model on the same prompts and trait pairs
+(McNemar's exact test), and each own trait's rating change gets a bootstrap interval.
+
+The judge sees each answer with the two traits in both orders (`judge.decide`), so its
+position bias is taken out and reported.
 """
 
 from __future__ import annotations
@@ -16,13 +24,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from character import stats
 from character.progress import ProgressEvent
-from character.stages.evaluate import ratings
+from character.stages.evaluate import judge, ratings
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -47,8 +55,21 @@ JUDGE_PROMPT = (
 
 def load_traits() -> list[str]:
     """The 144 one-word traits (character/constitution/traits.txt)."""
-    text = (resources.files("character.constitution") / "traits.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    from character.constitution.model import one_word_traits
+
+    return list(one_word_traits())
+
+
+def choose_traits(own: Sequence[str], n: int | None, seed: int) -> list[str]:
+    """The traits to rate: the persona's `own` words (at most n - 1, so that at least one
+    contrast trait remains), then a seeded sample of contrast traits from the rest of the 144,
+    `n` in all (None: all 144), sorted."""
+    everything = load_traits()
+    if n is None:
+        return everything
+    mine = list(own)[: n - 1]
+    rest = [t for t in everything if t not in mine]
+    return sorted([*mine, *random.Random(seed).sample(rest, n - len(mine))])
 
 
 def draw_pairs(traits: Sequence[str], n: int, seed: int) -> list[tuple[str, str]]:
@@ -79,14 +100,14 @@ def comparisons_from(
     return out
 
 
-def judge_answers(
-    subject: Subject,
-    prompts: Sequence[str],
-    answers: Sequence[str],
-    pairs: Sequence[tuple[str, str]],
-) -> list[str | None]:
-    conversations = [judge_conversation(p, a, pair) for p, a, pair in zip(prompts, answers, pairs, strict=True)]
-    return subject.judge_verdicts(conversations, pairs)
+def ballot(prompt: str, answer: str, pair: tuple[str, str]) -> judge.Ballot:
+    """The judge's question about one answer, the two traits shown in any order."""
+
+    def render(order: Sequence[int]) -> tuple[list[dict[str, str]], tuple[str, str]]:
+        shown = (pair[order[0]], pair[order[1]])
+        return judge_conversation(prompt, answer, shown), shown
+
+    return judge.Ballot(pair, render)
 
 
 def rate_method(
@@ -105,7 +126,10 @@ def rate_method(
         subject.sampling(seed_offset=1),
         progress=ctx.progress,
     )
-    verdicts = judge_answers(subject, prompts, [a.text for a in answers], pairs)
+    decisions = subject.decide(
+        [ballot(p, a.text, pair) for p, a, pair in zip(prompts, answers, pairs, strict=True)]
+    )
+    verdicts = [d.verdict for d in decisions]
     comparisons = comparisons_from(verdicts, pairs)
     rated, draws = ratings.rate_traits(
         traits,
@@ -115,21 +139,80 @@ def rate_method(
         prior=config.bt_prior,
         seed=ctx.spec.seed,
     )
-    failures = sum(v is None for v in verdicts)
+    failures = sum(not d.parsed for d in decisions)
     result = {
         "method": method.name,
         "answers": len(answers),
         "comparisons": len(comparisons),
         "parse_failures": failures,
-        "parse_failure_rate": failures / len(verdicts) if verdicts else None,
+        "parse_failure_rate": failures / len(decisions) if decisions else None,
+        "no_verdict": sum(v is None for v in verdicts),
+        "position_bias": judge.position_bias(decisions, config.min_n),
         "traits_rated": sum(not r.insufficient for r in rated),
         "ratings": [asdict(r) for r in rated],
+        "verdicts": verdicts,
         "examples": [
             {"prompt": p, "traits": list(pair), "answer": a.text, "verdict": v}
             for p, pair, a, v in list(zip(prompts, pairs, answers, verdicts, strict=True))[:3]
         ],
     }
     return result, draws
+
+
+def own_trait_choices(
+    own: Sequence[str], pairs: Sequence[tuple[str, str]], before: Sequence[str | None], after: Sequence[str | None]
+) -> tuple[list[bool], list[bool]]:
+    """On the comparisons offering exactly one of the persona's `own` traits, where both
+    models got a verdict: did each model's answer express the persona's trait?"""
+    mine = set(own)
+    b_out, a_out = [], []
+    for (first, second), b, a in zip(pairs, before, after, strict=True):
+        if (first in mine) == (second in mine) or b is None or a is None:
+            continue
+        b_out.append(b in mine)
+        a_out.append(a in mine)
+    return b_out, a_out
+
+
+def own_trait_evidence(
+    own: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    base: dict[str, Any],
+    trained: dict[str, Any],
+    draws: tuple[np.ndarray, np.ndarray],
+    traits: Sequence[str],
+    label: str,
+    config: Config,
+    seed: int,
+) -> dict[str, Any]:
+    """Did the persona's own traits rise from the base model to `label`? The share of
+    choices for them (paired, McNemar), and each one's rating change (bootstrap)."""
+    before, after = own_trait_choices(own, pairs, base["verdicts"], trained["verdicts"])
+    out: dict[str, Any] = {
+        "own_trait_choice": stats.paired_shares(
+            f"share of answers expressing the persona's own traits, {label} minus base",
+            before, after, "comparisons", config.min_n, seed,
+        ).as_dict(),
+        "own_trait_choice_before": sum(before) / len(before) if before else None,
+        "own_trait_choice_after": sum(after) / len(after) if after else None,
+        "ratings": {},
+    }
+    column = {t: i for i, t in enumerate(traits)}
+    b_rated = {r["trait"]: r for r in base["ratings"]}
+    a_rated = {r["trait"]: r for r in trained["ratings"]}
+    samples = min(len(draws[0]), len(draws[1]))
+    for word in own:
+        b, a = b_rated.get(word), a_rated.get(word)
+        if b is None or a is None or b["rating"] is None or a["rating"] is None or not samples:
+            continue
+        i = column[word]
+        delta = draws[1][:samples, i] - draws[0][:samples, i]
+        out["ratings"][word] = stats.from_draws(
+            f"rating of '{word}', {label} minus base (Elo points)",
+            a["rating"] - b["rating"], delta, min(a["comparisons"], b["comparisons"]), "comparisons",
+            config.min_n,
+        ).as_dict()
+    return out
 
 
 def moved(before: dict[str, Any], after: dict[str, Any], top: int) -> list[dict[str, Any]]:
@@ -156,12 +239,9 @@ def moved(before: dict[str, Any], after: dict[str, Any], top: int) -> list[dict[
 def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     """Ratings for every subject's configured methods, and the rank agreement between each
     pair of rated (subject, method)s."""
-    all_traits = load_traits()
-    traits = (
-        sorted(random.Random(subjects[0].ctx.spec.seed).sample(all_traits, config.preference_traits))
-        if config.preference_traits
-        else all_traits
-    )
+    own = list(dict.fromkeys(w for s in subjects for w in s.ctx.constitution.trait_words))
+    traits = choose_traits(own, config.preference_traits, subjects[0].ctx.spec.seed)
+    own = [w for w in own if w in traits]
     n = config.preference_comparisons
     models: dict[str, dict[str, Any]] = {}
     draws: dict[str, np.ndarray] = {}
@@ -197,15 +277,32 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
             for label in labels
             if label != "base"
         }
+    evidence: dict[str, Any] = {}
+    for subject in subjects:
+        words = [w for w in subject.ctx.constitution.trait_words if w in traits]
+        prefix = "" if len(subjects) == 1 else f"{subject.persona}/"
+        base_label = f"{prefix}base"
+        if not words or base_label not in models:
+            continue
+        pairs = draw_pairs(traits, n, subject.ctx.spec.seed)
+        for name in config.preference_methods:
+            label = f"{prefix}{name}"
+            if name != "base":
+                evidence[label] = own_trait_evidence(
+                    words, pairs, models[base_label], models[label], (draws[base_label], draws[label]),
+                    traits, label, config, subject.ctx.spec.seed,
+                )
     total = sum(m["answers"] for m in models.values())
     failures = sum(m["parse_failures"] for m in models.values())
     return {
         "traits": traits,
+        "own_traits": own,
         "comparisons_per_method": n,
         "min_comparisons": config.min_comparisons,
         "prompts": prompts_note,
         "models": models,
         "agreements": agreements,
         "moved": movers,
+        "own_trait_evidence": evidence,
         "parse_failure_rate": failures / total if total else None,
     }

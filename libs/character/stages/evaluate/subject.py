@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from character.errors import NotFound
-from character.models.engine import Conversation, SamplingParams
+from character.models.engine import SamplingParams
 from character.pipeline.engines import ARTIFACT_MODEL_PREFIX
 from character.pipeline.stage import StageContext
 from character.stages.evaluate import judge
@@ -108,18 +108,17 @@ class Subject:
         )
 
     # ------------------------------------------------------------------ judge
-    def judge_verdicts(
-        self, conversations: Sequence[Conversation], options: Sequence[Sequence[str]]
-    ) -> list[str | None]:
-        """The run's judge picks one of `options[i]` for conversation i (None: unparsed)."""
-        return judge.verdicts(
+    def decide(self, ballots: Sequence[judge.Ballot]) -> list[judge.Decision]:
+        """The run's judge decides each ballot, the option order taken out unless
+        `judge_debias` is off (see judge.py)."""
+        return judge.decide(
             self.ctx.engines.engine(self.ctx.spec.judge_model),
-            conversations,
-            options,
+            ballots,
             self.config.judge_mode,
             temperature=self.config.judge_temperature,
             max_new_tokens=self.config.judge_max_new_tokens,
             seed=self.ctx.spec.seed,
+            debias=self.config.judge_debias,
             progress=self.ctx.progress,
         )
 

@@ -1,0 +1,120 @@
+"""The statistics behind every figure, checked against cases computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from character import stats
+
+
+def test_exact_binomial_p_value_by_hand() -> None:
+    # 9 of 10 against 1/2: P(X >= 9) = (10 + 1) / 1024, two-sided doubles it
+    assert stats.binomial_p(9, 10) == pytest.approx(22 / 1024)
+    # 5 of 10 is the most likely outcome: p = 1
+    assert stats.binomial_p(5, 10) == pytest.approx(1.0)
+    # against 1/4: 0 of 4 has probability (3/4)^4; every outcome at most as likely is counted
+    # (k = 2: 54/256, 3: 12/256, 4: 1/256; k = 1 (108/256) is more likely and left out)
+    assert stats.binomial_p(0, 4, 0.25) == pytest.approx((81 + 54 + 12 + 1) / 256)
+
+
+def test_clopper_pearson_edges_by_hand() -> None:
+    # 0 of n: upper bound solves (1 - p)^n = 0.025; n of n: lower bound solves p^n = 0.025
+    low, high = stats.clopper_pearson(0, 10)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 10))
+    low, high = stats.clopper_pearson(10, 10)
+    assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 10))
+    assert stats.clopper_pearson(0, 0) == (None, None)
+
+
+def test_mcnemar_counts_only_the_pairs_that_changed() -> None:
+    # 6 pairs: 1 right before and after, 1 wrong both times, 4 went wrong -> right, 0 the other way
+    before = [True, False, False, False, False, False]
+    after = [True, False, True, True, True, True]
+    b, c, p = stats.mcnemar(before, after)
+    assert (b, c) == (0, 4)
+    assert p == pytest.approx(2 * 0.5**4)  # two-sided exact: 2 * (1/2)^4 = 0.125
+    # 1 changed each way: no evidence of change
+    assert stats.mcnemar([True, False], [False, True])[2] == pytest.approx(1.0)
+    # nothing changed: p = 1
+    assert stats.mcnemar([True, False], [True, False]) == (0, 0, 1.0)
+    with pytest.raises(ValueError, match="length"):
+        stats.mcnemar([True], [True, False])
+
+
+def test_sign_test_drops_ties() -> None:
+    assert stats.sign_test([1.0, 2.0, 0.5, 0.0, 0.0]) == pytest.approx(2 * 0.5**3)
+    assert stats.sign_test([0.0, 0.0]) is None
+
+
+def test_paired_shares_value_interval_and_test() -> None:
+    before = [False] * 30 + [True] * 10
+    after = [True] * 20 + [False] * 10 + [True] * 10  # 20 flipped to right, none to wrong
+    e = stats.paired_shares("held-out accuracy", before, after, "pairs", min_n=20, seed=1)
+    assert e.value == pytest.approx(0.5)
+    assert e.p_value == pytest.approx(2 * 0.5**20)
+    assert e.ci_low is not None and e.ci_high is not None and e.ci_low < 0.5 < e.ci_high and e.ci_low > 0.2
+    assert e.distinguishable and not e.underpowered
+    assert "distinguishable from no change" in e.verdict()
+
+
+def test_a_figure_below_the_minimum_n_is_underpowered_whatever_its_p_value() -> None:
+    e = stats.share("win rate", 8, 8, "pairs", min_n=20)
+    assert e.p_value == pytest.approx(2 * 0.5**8)  # < 0.01
+    assert e.underpowered and not e.distinguishable
+    assert e.verdict().startswith("underpowered")
+    assert "underpowered" in e.sentence()
+
+
+def test_a_null_result_is_not_distinguishable() -> None:
+    e = stats.share("win rate", 11, 20, "pairs", min_n=20)
+    assert not e.underpowered and not e.distinguishable
+    assert "not distinguishable from chance (0.5)" in e.verdict()
+
+
+def test_macro_f1_permutation_p_value_matches_the_exact_count() -> None:
+    # truth a a b b, predicted perfectly: of the 4! orderings of the predictions, 2! * 2! = 4
+    # reproduce the truth (macro-F1 1), so the exact one-sided p-value is 4/24 = 1/6
+    truth, predicted = ["a", "a", "b", "b"], ["a", "a", "b", "b"]
+    e = stats.macro_f1("f1", [(truth, predicted)], ["a", "b"], prompts=2, min_n=1, resamples=4000, seed=3)
+    assert e.value == pytest.approx(1.0)
+    assert e.p_value == pytest.approx(1 / 6, abs=0.02)
+
+
+def test_macro_f1_of_a_good_classifier_is_above_chance_and_a_coin_is_not() -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    truth = ["persona"] * n + ["base"] * n
+    good = [t if rng.random() < 0.85 else ("base" if t == "persona" else "persona") for t in truth]
+    coin = [str(rng.choice(["persona", "base"])) for _ in truth]
+    found = stats.macro_f1("good", [(truth, good)], ["persona", "base"], n, seed=1)
+    assert found.distinguishable and found.ci_low is not None and found.ci_low > 0.6
+    noise = stats.macro_f1("coin", [(truth, coin)], ["persona", "base"], n, seed=1)
+    assert not noise.distinguishable
+
+
+def test_macro_f1_matches_scikit_learn() -> None:
+    from character.stages.classifier import macro_f1
+
+    truth = ["a", "a", "b", "b", "c", "c"]
+    predicted = ["a", "b", "b", "b", "a", "c"]
+    e = stats.macro_f1("f1", [(truth, predicted)], ["a", "b", "c"], prompts=2, min_n=1, resamples=10)
+    assert e.value == pytest.approx(macro_f1(truth, predicted, ["a", "b", "c"]))
+
+
+def test_bootstrap_difference_from_draws() -> None:
+    shifted = np.linspace(10.0, 50.0, 1000)  # every draw above zero
+    e = stats.from_draws("rating change", 30.0, shifted, 40, "comparisons")
+    assert e.ci_low == pytest.approx(np.percentile(shifted, 2.5)) and e.distinguishable
+    assert e.p_value is not None and e.p_value < 0.01
+    centred = np.linspace(-20.0, 20.0, 1000)
+    assert not stats.from_draws("rating change", 0.0, centred, 40, "comparisons").distinguishable
+
+
+def test_summary_puts_results_before_underpowered_figures() -> None:
+    underpowered = stats.share("small", 5, 5, "pairs", min_n=20)
+    result = stats.paired_shares("big", [False] * 25, [True] * 25, "pairs")
+    lines = stats.summary({"a": underpowered, "b": result.as_dict()})
+    assert lines[0].startswith("big") and "underpowered" in lines[1]
+    assert not math.isnan(result.value or 0.0)
