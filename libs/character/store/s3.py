@@ -245,20 +245,8 @@ class S3Store(SharedStore):
         self._call("upload", name, lambda: self._client.fput_object(self.bucket, name, str(path)))
 
     def _get_bytes(self, key: str) -> bytes | None:
-        name = self._name(key)
-
-        def get() -> bytes:
-            resp = self._client.get_object(self.bucket, name)
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        try:
-            return self._call("get", name, get)
-        except _Absent:
-            return None
+        got = self._get_versioned(key)
+        return None if got is None else got[0]
 
     def _get_file(self, key: str, dest: Path) -> None:
         name = self._name(key)
