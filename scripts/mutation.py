@@ -7,11 +7,13 @@ re-run tests only new mutants, those of functions whose code changed, and earlie
 (the tests may have improved); killed ones keep their result. Changing a target's test files
 or this script's mutmut settings makes mutmut drop the target's results (they no longer hold).
 Each mutant runs only the tests that reached its function. Prints the score per module and
-every surviving mutant's diff; mutants listed in scripts/mutation-equivalent.yaml (a mutation
-that cannot change behaviour, with the reason) are left out of the score. Mutation jobs run
+every surviving mutant's diff; mutants a target's file lists as equivalent (a mutation that
+cannot change behaviour, with the reason) are left out of the score. Mutation jobs run
 niced (`make mutation` uses nice -n 10): on a busy shared machine they take many times longer.
 
-Usage: python scripts/mutation.py [TARGET ...] [--fresh] [--report] [--min-score 85]
+Targets: one YAML file each in scripts/mutation-targets/ (modules, tests, equivalent mutants).
+
+Usage: python scripts/mutation.py [TARGET ...] [--fresh] [--report] [--jobs N] [--min-score 85]
 """
 
 from __future__ import annotations
@@ -31,16 +33,20 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "out" / "mutation"
-EQUIVALENT_FILE = ROOT / "scripts" / "mutation-equivalent.yaml"
+TARGETS_DIR = ROOT / "scripts" / "mutation-targets"
 
 
 @dataclass(frozen=True)
 class Target:
+    """One target, read from scripts/mutation-targets/<name>.yaml (one file per target, so that
+    its modules, tests and equivalent mutants are edited together)."""
+
     modules: tuple[str, ...]
     """Library modules to mutate, relative to libs/character."""
     tests: tuple[str, ...]
@@ -50,67 +56,25 @@ class Target:
     functions: tuple[str, ...] = ()
     """Only these functions' mutants (mutmut name globs, e.g. "character.stages.distill.x_split*");
     empty: every function of the modules. For stage bodies whose every test runs a model."""
+    equivalent: tuple[dict[str, Any], ...] = ()
+    """Mutants that cannot change behaviour, left out of the score: each matches a mutant by
+    module, function, a line it removes (`from`) and the line it adds (`to`, or a list of
+    alternatives), with the `reason` no test can tell it from the original."""
 
 
-TARGETS: dict[str, Target] = {
-    "keys": Target(
-        ("pipeline/dag.py", "pipeline/spec.py", "store/digest.py"),
-        ("tests/unit/pipeline/test_dag.py", "tests/unit/pipeline/test_keys.py", "tests/unit/pipeline/test_spec.py",
-         "tests/unit/pipeline/test_spec_properties.py", "tests/unit/store/test_digest.py"),
-    ),
-    "store": Target(
-        ("store/_shared.py", "store/local.py", "store/s3.py"),
-        ("tests/unit/store/test_local.py",
-         "tests/integration/store/test_backends.py", "tests/integration/store/test_s3.py",
-         "tests/security/test_store_integrity.py"),
-        s3=True,
-        # S3: the object operations and the download cache (not client set-up and error wording,
-        # each of whose mutants costs a full S3 test run).
-        functions=("character.store._shared.*", "character.store.local.*",
-                   *(f"character.store.s3.xǁS3Storeǁ{f}__mutmut_*" for f in (
-                       "_name", "_put_bytes", "_put_if", "_create_bytes", "_replace_bytes_if", "_get_versioned",
-                       "_put_file", "_get_bytes", "_get_file", "_exists", "_list", "_delete", "cache_root",
-                       "_files_for"))),
-    ),
-    "splits": Target(
-        ("training/preference.py", "stages/distill.py"),
-        ("tests/unit/training/test_preference.py", "tests/unit/training/test_preference_properties.py",
-         "tests/unit/stages/test_distill.py"),
-        functions=("character.training.preference.*", "character.stages.distill.x_split_by_prompt*",
-                   "character.stages.distill.x_spread_sample*", "character.stages.distill.x__prompts*",
-                   "character.stages.distill.x_pair_answers*", "character.stages.distill.x_cut_reasoning*"),
-    ),
-    "merge": Target(("stages/merge.py",), ("tests/unit/stages/test_merge.py",)),
-    "ratings": Target(
-        ("stages/evaluate/ratings.py",),
-        # Hand-worked cases; test_ratings.py's simulations (2,000 comparisons, 200 bootstrap refits)
-        # cost a minute a mutant on a busy machine and add no kills to these.
-        ("tests/unit/evaluate/test_ratings_properties.py",),
-    ),
-    "robustness": Target(
-        ("stages/evaluate/robustness.py", "stages/prompts.py"),
-        ("tests/unit/evaluate/test_robustness.py", "tests/unit/stages/test_prompts.py"),
-        functions=("character.stages.evaluate.robustness.xǁAttackǁ*",
-                   "character.stages.evaluate.robustness.x_load_attacks*",
-                   "character.stages.evaluate.robustness.x_mean_and_stderr*",
-                   "character.stages.prompts.x_trim_to_sentence*", "character.stages.prompts.x_settle_truncated*",
-                   "character.stages.prompts.x__clean_item*", "character.stages.prompts.x_parse_numbered*",
-                   "character.stages.prompts.x_words*", "character.stages.prompts.x_is_near_duplicate*",
-                   "character.stages.prompts.x_length_mix*", "character.stages.prompts.x_augmentation_conversation*"),
-    ),
-    "chat": Target(
-        ("models/chat_template.py", "data/chat_prompts.py"),
-        ("tests/unit/models/test_chat_template.py", "tests/unit/data/test_chat_prompts.py"),
-        s3=True,
-    ),
-    "controller": Target(
-        ("controller/scheduler.py", "controller/runs.py", "controller/stage_tasks.py"),
-        ("tests/unit/controller/test_controller.py", "tests/unit/controller/test_lying_worker.py",
-         "tests/unit/controller/test_watch_properties.py",
-         "tests/unit/controller/test_records.py", "tests/unit/controller/test_tasks.py",
-         "tests/unit/controller/test_in_process.py"),
-    ),
-}
+def load_targets(folder: Path = TARGETS_DIR) -> dict[str, Target]:
+    targets = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        unknown = set(data) - {"modules", "tests", "s3", "functions", "equivalent"}
+        if unknown or "modules" not in data or "tests" not in data:
+            raise SystemExit(f"{path}: needs modules and tests; unknown keys {sorted(unknown)}")
+        targets[path.stem] = Target(tuple(data["modules"]), tuple(data["tests"]), bool(data.get("s3", False)),
+                                    tuple(data.get("functions", ())), tuple(data.get("equivalent", ())))
+    return targets
+
+
+TARGETS = load_targets()
 
 
 def _toml_value(value: object) -> str:
@@ -176,18 +140,12 @@ def _mutmut(folder: Path, args: list[str], env: dict[str, str]) -> subprocess.Co
                           capture_output=True, check=False)
 
 
-def _equivalents() -> list[dict[str, str]]:
-    if not EQUIVALENT_FILE.exists():
-        return []
-    return yaml.safe_load(EQUIVALENT_FILE.read_text()) or []
-
-
 def _changed_lines(diff: str) -> tuple[list[str], list[str]]:
     body = [line for line in diff.splitlines()[2:] if line[:1] in "+-"]
     return [line[1:].strip() for line in body if line[0] == "-"], [line[1:].strip() for line in body if line[0] == "+"]
 
 
-def _is_equivalent(module: str, function: str, diff: str, equivalents: list[dict[str, str]]) -> str | None:
+def _is_equivalent(module: str, function: str, diff: str, equivalents: tuple[dict[str, Any], ...]) -> str | None:
     removed, added = _changed_lines(diff)
     for entry in equivalents:
         alternatives = entry["to"] if isinstance(entry["to"], list) else [entry["to"]]
@@ -218,7 +176,7 @@ def _selected(key: str, target: Target) -> bool:
     return not target.functions or any(fnmatch.fnmatchcase(key, f) for f in target.functions)
 
 
-def _pending(folder: Path, target: Target, equivalents: list[dict[str, str]]) -> list[str]:
+def _pending(folder: Path, target: Target, jobs: int) -> list[str]:
     """The mutants to run now: new ones, ones whose function changed, and earlier survivors
     (the tests may have changed since); killed and equivalent ones keep their result."""
     with _inside(folder):
@@ -232,7 +190,7 @@ def _pending(folder: Path, target: Target, equivalents: list[dict[str, str]]) ->
         copy_src_dir()
         copy_also_copy_files()
         with contextlib.redirect_stdout(io.StringIO()):  # it prints every file it copies
-            create_mutants(min(2, os.cpu_count() or 1))
+            create_mutants(jobs)
         names = []
         for module in target.modules:
             path = Path("src/character") / module
@@ -242,7 +200,7 @@ def _pending(folder: Path, target: Target, equivalents: list[dict[str, str]]) ->
                 if not _selected(key, target) or (code is not None and status_by_exit_code[code] in KILLED):
                     continue
                 if code is not None and _is_equivalent(module, _function(key), get_diff_for_mutant(key, path=path),
-                                                       equivalents):
+                                                       target.equivalent):
                     continue
                 names.append(key)
         return names
@@ -271,7 +229,7 @@ class Score:
         return 100.0 * self.killed / self.counted if self.counted else 100.0
 
 
-def _collect(folder: Path, target: Target, equivalents: list[dict[str, str]]) -> tuple[list[Score], list[str]]:
+def _collect(folder: Path, target: Target) -> tuple[list[Score], list[str]]:
     """Scores per module and the survivors' diffs, read from mutmut's own records."""
     with _inside(folder):
         from mutmut.mutation.data import SourceFileMutationData
@@ -295,7 +253,7 @@ def _collect(folder: Path, target: Target, equivalents: list[dict[str, str]]) ->
                     score.unchecked += 1
                     continue
                 diff = get_diff_for_mutant(key, path=path)
-                if _is_equivalent(module, _function(key), diff, equivalents):
+                if _is_equivalent(module, _function(key), diff, target.equivalent):
                     score.equivalent += 1
                     continue
                 if status == "survived":
@@ -317,18 +275,18 @@ def _print_target(name: str, scores: list[Score], survivors: list[str], seconds:
               + (f", NOT RUN YET {s.unchecked}" if s.unchecked else "") + ")")
 
 
-def report_target(name: str, equivalents: list[dict[str, str]]) -> list[Score]:
+def report_target(name: str) -> list[Score]:
     """The scores recorded in a target's cache, without running anything."""
     folder = WORK / name
     if not (folder / "mutants").is_dir():
         print(f"\n== {name}: never run")
         return []
-    scores, survivors = _collect(folder, TARGETS[name], equivalents)
+    scores, survivors = _collect(folder, TARGETS[name])
     _print_target(name, scores, survivors, None)
     return scores
 
 
-def run_target(name: str, fresh: bool, equivalents: list[dict[str, str]]) -> tuple[list[Score], float]:
+def run_target(name: str, fresh: bool, jobs: int) -> tuple[list[Score], float]:
     target = TARGETS[name]
     folder = _prepare(name, target, fresh)
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1",
@@ -340,14 +298,14 @@ def run_target(name: str, fresh: bool, equivalents: list[dict[str, str]]) -> tup
         # A second pass: mutmut itself may reset cached results (after a change of this script's
         # settings) once the first has started; those are run then.
         for _ in range(2):
-            pending = [n for n in _pending(folder, target, equivalents) if n not in tried]
+            pending = [n for n in _pending(folder, target, jobs) if n not in tried]
             print(f"[{name}] {len(pending)} mutants to run", flush=True)
             if not pending:
                 break
             if target.s3 and "OCT_TEST_S3_ENDPOINT" not in env:
                 env.update(stack.enter_context(_s3_server()))
             tried.update(pending)
-            result = _mutmut(folder, ["run", "--max-children", str(min(2, os.cpu_count() or 1)), *pending], env)
+            result = _mutmut(folder, ["run", "--max-children", str(jobs), *pending], env)
             if result.returncode != 0:
                 break
     seconds = time.monotonic() - started
@@ -356,7 +314,7 @@ def run_target(name: str, fresh: bool, equivalents: list[dict[str, str]]) -> tup
         tail = (result.stdout + result.stderr)[-3000:]
         print(f"[{name}] mutmut failed (exit {result.returncode}); log: {folder / 'mutmut-run.log'}\n{tail}")
         return [], seconds
-    scores, survivors = _collect(folder, target, equivalents)
+    scores, survivors = _collect(folder, target)
     _print_target(name, scores, survivors, seconds)
     return scores, seconds
 
@@ -367,19 +325,20 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="drop the cache and test every mutant again")
     parser.add_argument("--min-score", type=float, default=85.0, help="fail below this overall score (percent)")
     parser.add_argument("--report", action="store_true", help="print the cached scores, run nothing")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="mutants run at once (default: min(2, CPUs))")
     args = parser.parse_args()
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; targets: {', '.join(TARGETS)}")
-    equivalents = _equivalents()
     all_scores: list[Score] = []
     total_seconds = 0.0
     failed = []
     for name in args.targets or list(TARGETS):
         if args.report:
-            all_scores += report_target(name, equivalents)
+            all_scores += report_target(name)
             continue
-        scores, seconds = run_target(name, args.fresh, equivalents)
+        scores, seconds = run_target(name, args.fresh, args.jobs)
         if not scores:
             failed.append(name)
         all_scores += scores
