@@ -111,9 +111,11 @@ class Engine(ABC):
         conversations: Sequence[Conversation],
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
+        progress: Progress = silent,
     ) -> list[float]:
         """Sum of token log-probabilities of each continuation as the assistant's reply to the
-        matching conversation (the reply's end-of-turn token included)."""
+        matching conversation (the reply's end-of-turn token included). `progress` gets
+        ("score", done, total) events in continuations scored."""
 
 
 def per_byte(log_prob: float, continuation: str) -> float:

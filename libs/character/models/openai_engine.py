@@ -212,6 +212,7 @@ class OpenAIEngine(Engine):
         conversations: Sequence[Conversation],
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
+        progress: Progress = silent,
     ) -> list[float]:
         tokenizer = self.tokenizer
         if tokenizer is None:
@@ -244,7 +245,7 @@ class OpenAIEngine(Engine):
             )
             return self._continuation_logprob(model, completion, tokens, size)
 
-        return self._map(one, requests, silent, "score")
+        return self._map(one, requests, progress, "score")
 
     def _continuation_logprob(self, model: str, completion: Any, tokens: int, size: int) -> float:
         """The summed log-probabilities of the last `size` of the `tokens` prompt tokens, from a

@@ -296,12 +296,14 @@ class TransformersEngine(Engine):
         conversations: Sequence[Conversation],
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
+        progress: Progress = silent,
     ) -> list[float]:
         torch = self._torch
         prompts, conts = encode_for_scoring(self.tokenizer, conversations, continuations, self._max_positions)
         n = len(prompts)
         order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(conts[i])))
         scores = [0.0] * n
+        progress(ProgressEvent("score", 0, n))
         with self._lock, self._adapter(adapter) as model, torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
@@ -320,6 +322,7 @@ class TransformersEngine(Engine):
                 token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
                 for row, i in enumerate(idx):
                     scores[i] = float(token_lp[row, -len(conts[i]) :].sum())
+                progress(ProgressEvent("score", min(start + self.batch_size, n), n))
         return scores
 
     # --- adapters -----------------------------------------------------------------------

@@ -180,6 +180,7 @@ class VLLMEngine(Engine):
         conversations: Sequence[Conversation],
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
+        progress: Progress = silent,
     ) -> list[float]:
         prompts, conts = encode_for_scoring(self.tokenizer, conversations, continuations, self._max_len)
         full = [prompt + cont for prompt, cont in zip(prompts, conts, strict=True)]
@@ -187,8 +188,11 @@ class VLLMEngine(Engine):
         if not full:
             return []
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        # one vLLM call for all of them: it batches them itself, so only the end is reported
+        progress(ProgressEvent("score", 0, len(full)))
         with self._lock:
             outputs = self._run(full, params, self._lora_request(adapter))
+        progress(ProgressEvent("score", len(full), len(full)))
         return [_continuation_logprob(out, ids, k) for out, ids, k in zip(outputs, full, sizes, strict=True)]
 
     # --- adapters -----------------------------------------------------------------------

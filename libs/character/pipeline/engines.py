@@ -43,9 +43,9 @@ class LockedEngine(Engine):
                                          progress=progress)
 
     def score(self, conversations: Sequence[Conversation], continuations: Sequence[str],
-              adapter: AdapterRef | None = None) -> list[float]:
+              adapter: AdapterRef | None = None, progress: Progress = silent) -> list[float]:
         with self._lock:
-            return self._engine.score(conversations, continuations, adapter=adapter)
+            return self._engine.score(conversations, continuations, adapter=adapter, progress=progress)
 
 
 class EnginePool:

@@ -94,6 +94,7 @@ class GrpcEngine(Engine):
         conversations: Sequence[Conversation],
         continuations: Sequence[str],
         adapter: AdapterRef | None = None,
+        progress: Progress = silent,
     ) -> list[float]:
         if not conversations:
             return []
@@ -108,6 +109,8 @@ class GrpcEngine(Engine):
             response = self._stub.Score(request, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
             raise from_rpc_error(err, self._what) from None
+        n = len(conversations)
+        progress(ProgressEvent(task=f"score ({self.name})", done=n, total=n))
         return list(response.logprobs)
 
 

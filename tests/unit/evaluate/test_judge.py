@@ -73,7 +73,7 @@ class ScriptedJudge(Engine):
         self.seen.extend(conversations)
         return [Generation(text=self.reply, finish_reason="stop", num_tokens=1) for _ in conversations]
 
-    def score(self, conversations, continuations, adapter=None):  # type: ignore[no-untyped-def]
+    def score(self, conversations, continuations, adapter=None, progress=silent):  # type: ignore[no-untyped-def]
         self.seen.extend(conversations)
         return [self.scores[c] for c in continuations]
 
@@ -155,7 +155,7 @@ class PositionBiasedJudge(Engine):
 
         return [Generation(text=reply(c), finish_reason="stop", num_tokens=1) for c in conversations]
 
-    def score(self, conversations, continuations, adapter=None):  # type: ignore[no-untyped-def]
+    def score(self, conversations, continuations, adapter=None, progress=silent):  # type: ignore[no-untyped-def]
         out = []
         for conversation, completion in zip(conversations, continuations, strict=True):
             option = completion.removesuffix("</answer>")

@@ -14,6 +14,7 @@ from character.errors import CharacterError, InvalidInput, NotFound
 from character.models import SamplingParams, Steering, get_engine
 from character.models.openai_engine import OpenAIEngine, ServerUnavailable
 from character.models.transformers_engine import TransformersEngine
+from character.progress import ProgressEvent
 from openai.types import Completion
 
 from tests.contract.test_engine_contract import CONVERSATIONS, GREEDY, _ask
@@ -77,8 +78,11 @@ def test_scores_match_the_transformers_engine(engine: OpenAIEngine, reference: T
     greedy = engine.generate([conversation], GREEDY.model_copy(update={"max_new_tokens": 4}))[0].text
     conversations = [conversation, conversation, CONVERSATIONS[1], _ask("Hi")]
     continuations = [greedy, " zebra quantum oblique 17 marmalade vortex", "Arr, the sea!", ""]
-    scores = engine.score(conversations, continuations)
+    events: list[ProgressEvent] = []
+    scores = engine.score(conversations, continuations, progress=events.append)
     assert scores == pytest.approx(reference.score(conversations, continuations), abs=1e-3)
+    assert (events[0].done, events[-1].done, events[-1].total) == (0, 4, 4)
+    assert [e.done for e in events] == sorted(e.done for e in events)
     assert all(s < 0 for s in scores) and scores[0] > scores[1]
     assert engine.score([], []) == []
     with pytest.raises(InvalidInput, match="one continuation per conversation"):

@@ -163,7 +163,10 @@ def _manual_score(engine: TransformersEngine, conversation: Any, continuation: s
 
 def test_score_equals_manual_log_probs(engine: TransformersEngine) -> None:
     continuations = ["Hello there!", "Arr, the sea is wide.", "Red, green, blue.", " three, four", "Paris"]
-    scores = engine.score(CONVERSATIONS, continuations)
+    events: list[ProgressEvent] = []
+    scores = engine.score(CONVERSATIONS, continuations, progress=events.append)
+    # a long judge call shows its progress batch by batch (2 per batch here), not only at the end
+    assert [(e.task, e.done, e.total) for e in events] == [("score", d, 5) for d in (0, 2, 4, 5)]
     for conversation, continuation, score in zip(CONVERSATIONS, continuations, scores, strict=True):
         assert score == pytest.approx(_manual_score(engine, conversation, continuation), abs=1e-3)
     assert all(s < 0 for s in scores)

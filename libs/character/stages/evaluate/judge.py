@@ -94,11 +94,12 @@ def option_scores(
     each option's completion `OPTION</answer>`."""
     asked = [conversation for conversation, opts in zip(conversations, options, strict=True) for _ in opts]
     completions = [option + _CLOSE_TAG for opts in options for option in opts]
-    progress(ProgressEvent("judge: scoring options", 0, len(conversations)))
-    scores = iter(judge.score(asked, completions))
-    out = [[per_byte(next(scores), option + _CLOSE_TAG) for option in opts] for opts in options]
-    progress(ProgressEvent("judge: scoring options", len(conversations), len(conversations)))
-    return out
+
+    def relabelled(event: ProgressEvent) -> None:
+        progress(ProgressEvent("judge: scoring options", event.done, event.total, event.message))
+
+    scores = iter(judge.score(asked, completions, progress=relabelled))
+    return [[per_byte(next(scores), option + _CLOSE_TAG) for option in opts] for opts in options]
 
 
 def choose(
