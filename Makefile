@@ -63,7 +63,7 @@ demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~2
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo
 
-proof: setup  ## the same at proof scale: enough held-out data for powered figures (~1 h on one CPU core)
+proof: setup  ## the same at proof scale: enough held-out data for powered figures (~1.5 h on one CPU core)
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale proof
 

@@ -47,7 +47,7 @@ class RunSpec(BaseModel):
     scale: Literal["demo", "proof", "full"] = "demo"
     """Preset sizes: `demo` runs on a 2-core CPU in minutes (shows the machinery; its figures are
     underpowered); `proof` holds enough held-out data to tell a real effect from noise (about an
-    hour on one CPU core with SmolLM2); `full` = the reference numbers."""
+    hour and a half on one CPU core with SmolLM2); `full` = the reference numbers."""
     seed: int = Field(123456, ge=0)
     """Seed for sampling, data splits and training (reference: 123456)."""
     chat_prompts: str = "bundled"
