@@ -3,10 +3,13 @@ without models or stage modules."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from character.controller.executor import Executor, StageJob, StageState, StageStatus
 from character.controller.runs import RunRecord, StageRecord
+from character.errors import NotFound
 from character.pipeline.runner import save_result
 from character.pipeline.stage import StageResult
 from character.store.base import Store
@@ -24,7 +27,8 @@ def make_record(run_id: str = "run-test", dag: dict[str, tuple[str, ...]] = DAG)
 class ScriptedExecutor(Executor):
     """Each start of a stage takes the next outcome from `script[stage]` (default "ok"):
     "ok" writes the stage's result to the store and succeeds, "fail" fails retryably,
-    "invalid" fails for good, "hang" stays running, "crash" makes start raise.
+    "invalid" fails for good, "hang" stays running, "stopped" ends cancelled by its worker,
+    "crash" makes start raise a retryable error, "refuse" a non-retryable one.
     A stage's first poll after start reports running; the next one the outcome."""
 
     def __init__(self, store: Store, script: dict[str, list[str]] | None = None):
@@ -40,6 +44,8 @@ class ScriptedExecutor(Executor):
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
         if outcome == "crash":
             raise RuntimeError("worker refused")
+        if outcome == "refuse":
+            raise NotFound("no such run on this worker")
         self.started.append(job)
         handle = f"{job.stage}-a{job.attempt}"
         self.jobs[handle] = (job, outcome)
@@ -57,7 +63,9 @@ class ScriptedExecutor(Executor):
         if outcome == "ok":
             key = f"key-{job.run_id}-{job.stage}"
             save_result(self.store, StageResult(stage=job.stage, key=key))
-            return StageStatus(state=StageState.SUCCEEDED)
+            return StageStatus(state=StageState.SUCCEEDED, message="done")
+        if outcome == "stopped":
+            return StageStatus(state=StageState.CANCELLED, message="worker shutting down")
         if outcome == "invalid":
             return StageStatus(state=StageState.FAILED, message="bad config", retryable=False)
         return StageStatus(state=StageState.FAILED, message="out of memory", retryable=True)
@@ -75,3 +83,24 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class Caller:
+    """A watcher's caller that stays for `seconds` (the `alive` of a watch): a watch that should
+    end by itself but does not fails its test then, with `gave_up` set, instead of hanging it."""
+
+    def __init__(self, seconds: float = 3.0):
+        self.deadline = time.monotonic() + seconds
+        self.gave_up = False
+
+    def __call__(self) -> bool:
+        self.gave_up = time.monotonic() >= self.deadline
+        return not self.gave_up
+
+
+def wait_until(check: Callable[[], object], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout} s")
+        time.sleep(0.002)

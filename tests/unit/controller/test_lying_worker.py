@@ -71,3 +71,18 @@ def test_a_worker_that_always_lies_fails_the_run_and_nothing_downstream_runs(sto
     assert record.stages["c"].state is not StageState.SUCCEEDED
     assert not [j for j in executor.started if j.stage == "c"]
     assert [j.attempt for j in executor.started if j.stage == "b"] == [1, 2, 3]
+
+
+def test_the_failed_attempt_names_the_worker_and_the_missing_artifact(store: LocalStore) -> None:
+    executor = LyingExecutor(store, {"a": ["lie", "ok"]})
+    controller = Controller(store, executor, CONFIG, clock=Clock())
+    controller.submit_record(make_record())
+    controller.step()
+    controller.step()
+    watch = controller.watch("run-test", alive=lambda: False, tick=0.001)
+    snapshot = [next(watch) for _ in range(4)]
+    controller.step()
+    assert [(e.stage, e.state, e.message) for e in watch] == [
+        ("a", StageState.PENDING, "attempt 1 failed: a-a1 reported success but left no result "
+                                  "(stage artifact key-run-test); retrying in 1 s")]
+    assert snapshot[0].state is StageState.RUNNING

@@ -9,7 +9,7 @@ from character.controller.executor import StageState
 from character.controller.scheduler import Controller, ControllerConfig
 from character.store.local import LocalStore
 
-from tests.unit.controller.helpers import Clock, ScriptedExecutor, make_record
+from tests.unit.controller.helpers import Caller, Clock, ScriptedExecutor, make_record
 
 CONFIG = ControllerConfig(max_attempts=3, backoff_base_s=1, backoff_factor=2, backoff_max_s=4,
                           unreachable_timeout_s=30)
@@ -33,7 +33,9 @@ def _finish(controller: Controller) -> None:
 def test_watching_a_finished_run_gives_its_snapshot_and_ends(controller: Controller) -> None:
     controller.submit_record(make_record())
     _finish(controller)
-    events = list(controller.watch("run-test", tick=0.01))
+    caller = Caller()
+    events = list(controller.watch("run-test", caller, tick=0.01))
+    assert not caller.gave_up  # it ended by itself: the run had ended
     assert [(e.stage, e.state) for e in events] == [("a", StageState.SUCCEEDED), ("b", StageState.SUCCEEDED),
                                                      ("c", StageState.SUCCEEDED), (None, StageState.SUCCEEDED)]
     b = events[1]
@@ -52,8 +54,9 @@ def test_a_watcher_whose_caller_went_away_stops(controller: Controller) -> None:
 
 def test_two_watchers_each_get_every_event_and_unregister(controller: Controller) -> None:
     controller.submit_record(make_record())
-    first = controller.watch("run-test", tick=0.01)
-    second = controller.watch("run-test", tick=0.01)
+    callers = Caller(), Caller()
+    first = controller.watch("run-test", callers[0], tick=0.01)
+    second = controller.watch("run-test", callers[1], tick=0.01)
     assert next(first).stage == "a" and next(second).stage == "a"
     assert len(controller._watchers["run-test"]) == 2  # type: ignore[attr-defined]
     _finish(controller)
@@ -62,3 +65,4 @@ def test_two_watchers_each_get_every_event_and_unregister(controller: Controller
     assert rest_first[-1].stage is None and rest_first[-1].state is StageState.SUCCEEDED
     assert ("b", StageState.PENDING) in [(e.stage, e.state) for e in rest_first]  # the retry was seen
     assert controller._watchers == {}  # type: ignore[attr-defined]
+    assert not any(c.gave_up for c in callers)
