@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 from character.data import ChatPrompt, load_chat_prompts
 from character.data.chat_prompts import prompt_of
 from character.errors import InvalidInput, NotFound
+
+from tests.fixtures.s3 import S3Server
 
 
 def _write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -57,17 +60,38 @@ def test_prompt_fields(row: dict[str, object], expected: str) -> None:
 @pytest.mark.parametrize(
     ("row", "problem"),
     [
-        ({"question": "no known field"}, "no prompt field"),
-        ({"prompt": "   "}, "empty"),
-        ({"prompt": 3}, "expected a string"),
-        ({"messages": [{"role": "assistant", "content": "only me"}]}, "no user turn"),
-        ({"messages": "not a list"}, "not a list"),
-        (["a", "list"], "expected an object"),
+        ({"question": "no known field"},
+         "no prompt field: expected one of prompt, instruction, text, conversations, conversation, messages"),
+        ({"prompt": "   "}, "the prompt is empty"),
+        ({"prompt": 3}, "field 'prompt' is a int, expected a string"),
+        ({"instruction": None}, "field 'instruction' is a NoneType, expected a string"),
+        ({"messages": [{"role": "assistant", "content": "only me"}]}, "the conversation has no user turn"),
+        ({"messages": [{"content": "whose?"}]}, "the conversation has no user turn"),
+        ({"messages": [{"role": "user", "content": 5}]}, "field 'content' is a int, expected a string"),
+        ({"messages": [{"role": "user", "name": "x"}]}, "the user turn has no content, value or text field"),
+        ({"conversation": [{"input": ["Plan"], "output": "Sure."}]}, "field 'input' is a list, expected a string"),
+        ({"messages": [3]}, "a turn is a int, expected a string or an object"),
+        ({"messages": "not a list"}, "field 'messages' is not a list"),
+        (["a", "list"], "a row is a list, expected an object"),
     ],
 )
 def test_unusable_rows_say_why(row: object, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
+    with pytest.raises(ValueError) as err:
         prompt_of(row)
+    assert str(err.value) == problem
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"prompt": "The question.", "input": "not part of it"}, "The question."),  # only instructions take an input
+        ({"instruction": "Name a colour."}, "Name a colour."),
+        ({"conversation": [{"role": "user", "input": "not this", "content": "This."}]}, "This."),
+        ({"conversations": [{"from": "human", "input": "not this", "value": "This."}]}, "This."),
+    ],
+)
+def test_which_field_is_the_prompt(row: dict[str, object], expected: str) -> None:
+    assert prompt_of(row) == expected
 
 
 def test_jsonl_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
@@ -147,30 +171,85 @@ def test_hub_names_are_refused_offline_with_advice(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.s3
-def test_s3_source(s3_env: object, tmp_path: Path) -> None:
+def test_s3_source(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from character.store import open_store
     from minio import Minio
 
-    server = s3_env
-    client = Minio(
-        server.endpoint.split("://")[1],
-        server.access_key,
-        server.secret_key,  # type: ignore[attr-defined]
-        secure=False,
-    )
-    client.make_bucket("oct-chat-src")
+    client = Minio(s3_env.endpoint.split("://")[1], s3_env.access_key, s3_env.secret_key, secure=False)
+    bucket = f"oct-chat-src-{uuid.uuid4().hex[:12]}"  # the server may outlive this test (CI, mutation runs)
+    client.make_bucket(bucket)
     local = _write_jsonl(
         tmp_path / "pd.jsonl", [{"conversation": [{"input": "Hi there", "output": "."}]}, {"x": 1}]
     )
-    client.fput_object("oct-chat-src", "sets/pd.jsonl", str(local))
-    with pytest.raises(InvalidInput, match=r"s3://oct-chat-src/sets/pd\.jsonl:2: no prompt field"):
-        load_chat_prompts("s3://oct-chat-src/sets/pd.jsonl")
+    client.fput_object(bucket, "sets/pd.jsonl", str(local))
+    with pytest.raises(InvalidInput, match=rf"s3://{bucket}/sets/pd\.jsonl:2: no prompt field"):
+        load_chat_prompts(f"s3://{bucket}/sets/pd.jsonl")
     _write_jsonl(local, [{"conversation": [{"input": "Hi there", "output": "."}]}])
-    client.fput_object("oct-chat-src", "sets/pd.jsonl", str(local))
-    # Through the run's store's connection, whatever its own bucket and prefix.
+    client.fput_object(bucket, "sets/pd.jsonl", str(local))
+    # Through the run's store's connection, whatever its own bucket and prefix, and whatever
+    # the environment says now.
     store = open_store("s3://oct-other-bucket/runs")
-    assert load_chat_prompts("s3://oct-chat-src/sets/pd.jsonl", store=store) == [
+    monkeypatch.setenv("OCT_S3_SECRET_KEY", "not-the-secret")
+    assert load_chat_prompts(f"s3://{bucket}/sets/pd.jsonl", store=store) == [
         ChatPrompt(id="pd-1", prompt="Hi there")
     ]
     with pytest.raises(NotFound, match="no object"):
-        load_chat_prompts("s3://oct-chat-src/sets/absent.jsonl")
+        load_chat_prompts(f"s3://{bucket}/sets/absent.jsonl", store=store)
+
+
+def test_problems_beyond_five_are_counted(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}] * 6)
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path))
+    shown = "".join(f"\n  {path}:{line}: the prompt is empty" for line in range(1, 6))
+    assert str(err.value) == f"{path}: 6 unusable chat prompt rows:{shown}\n  ... and 1 more"
+    _write_jsonl(path, [{"prompt": ""}] * 5)
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path))
+    assert str(err.value) == f"{path}: 5 unusable chat prompt rows:{shown}"
+
+
+def test_a_bad_json_line_is_reported_with_its_reason(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "ok"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path))
+    assert str(err.value) == (
+        f"{path}: 1 unusable chat prompt rows:\n  {path}:2: bad JSON at column 2: Expecting property name "
+        "enclosed in double quotes"
+    )
+
+
+def test_limits(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "topic": "letters"}, {"prompt": "b", "topic": 7}])
+    assert load_chat_prompts(str(path), limit=0) == []  # asked for none: not an error
+    assert load_chat_prompts(str(path), limit=2, seed=5) == [  # all of them: in source order
+        ChatPrompt(id="p-1", prompt="a", topic="letters"),
+        ChatPrompt(id="p-2", prompt="b"),  # a topic that is not a string is dropped
+    ]
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path), limit=-1)
+    assert str(err.value) == "chat_prompts: limit must be >= 0, got -1"
+
+
+def test_without_a_seed_the_subset_is_the_default_run_seeds() -> None:
+    from character.pipeline.spec import RunSpec
+
+    seed = RunSpec.model_fields["seed"].default
+    assert load_chat_prompts("bundled", limit=10) == load_chat_prompts("bundled", limit=10, seed=seed)
+
+
+def test_an_empty_source_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path))
+    assert str(err.value) == f"{path}: no chat prompts found"
+
+
+def test_an_unreadable_path_is_an_error_naming_it() -> None:
+    source = "x" * 300 + ".jsonl"  # too long a file name for the file system
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(source)
+    assert str(err.value).startswith(f"{source}: cannot read chat prompts: [Errno ")
+    assert "File name too long" in str(err.value)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats  # noqa: F401  spearman imports it when called: load it once, not in every mutant's fork
 from character.stages.evaluate import ratings
 
 
@@ -58,6 +59,18 @@ def test_an_unseen_item_sits_at_zero_and_an_unbeaten_one_is_finite() -> None:
     assert fitted == pytest.approx([x, -x, 0.0], abs=1e-4)
 
 
+@pytest.mark.parametrize(("wins", "losses", "prior"), [(2, 0, 1.0), (6, 3, 0.01), (30, 7, 0.01)])
+def test_the_fit_converges_tightly(wins: int, losses: int, prior: float) -> None:
+    """Ratings are compared across runs and bootstrap draws: the fit stops within 1e-8 of the
+    optimum, not at the optimiser's default tolerance (about 1e-6 off on these cases)."""
+    x = hand_solution(wins, losses, prior)
+    assert ratings.bradley_terry(["a", "b"], comparisons(wins, losses), prior=prior) == pytest.approx([x, -x], abs=1e-8)
+
+
+def test_no_comparisons_leave_every_strength_at_zero() -> None:
+    assert np.array_equal(ratings.bradley_terry(["a", "b"], []), [0.0, 0.0])
+
+
 def test_a_non_positive_prior_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^prior must be > 0: it keeps unbeaten or unseen items finite$"):
         ratings.bradley_terry(["a", "b"], comparisons(1, 1), prior=0.0)
@@ -66,6 +79,9 @@ def test_a_non_positive_prior_is_refused() -> None:
 def test_comparisons_naming_unknown_items_are_refused() -> None:
     with pytest.raises(ValueError, match=r"^comparisons name items outside the list: \['z'\]$"):
         ratings.bradley_terry(["a", "b"], [("a", "z")])
+    with pytest.raises(ValueError) as err:  # the first five, sorted
+        ratings.bradley_terry(["a"], [("a", name) for name in "zyxwvu"])
+    assert str(err.value) == "comparisons name items outside the list: ['u', 'v', 'w', 'x', 'y']"
 
 
 def test_rate_traits_reports_the_hand_worked_fit_on_the_elo_scale() -> None:
@@ -78,12 +94,12 @@ def test_rate_traits_reports_the_hand_worked_fit_on_the_elo_scale() -> None:
     assert (a.trait, a.comparisons, a.wins, b.comparisons, b.wins) == ("a", 4, 3, 4, 1)
     assert a.rating == pytest.approx(1000 + 400 / math.log(10) * x, abs=0.05)
     assert b.rating == pytest.approx(1000 - 400 / math.log(10) * x, abs=0.05)
-    assert a.ci_low is not None and a.ci_high is not None
+    assert a.rating is not None and a.ci_low is not None and a.ci_high is not None
     assert a.ci_low <= a.rating <= a.ci_high and a.ci_low < a.ci_high
     assert draws.shape == (50, 3)
     expected_elo = ratings.elo(["a", "b", "c"], comparisons(3, 1))
     assert (a.elo, b.elo, c.elo) == (expected_elo["a"], expected_elo["b"], 1000.0)
-    assert c.insufficient and c.rating is None and c.ci_low is None and c.comparisons == 0
+    assert c.insufficient and c.comparisons == 0 and (c.rating, c.ci_low, c.ci_high) == (None, None, None)
     assert not a.insufficient and not b.insufficient
 
 
@@ -149,3 +165,51 @@ def test_every_comparison_can_be_drawn_by_the_bootstrap() -> None:
     comps: list[ratings.Comparison] = [("c", "a"), ("a", "b"), ("a", "b")]
     _, draws = ratings.bootstrap_bradley_terry(["a", "b", "c"], comps, samples=100, prior=1.0, seed=2)
     assert (draws[:, 2] > 0.01).any() and (np.abs(draws[:, 2]) < 1e-6).any()
+
+
+def test_rate_traits_defaults_are_the_documented_ones() -> None:
+    """Five comparisons make a trait rated (c has five, d four), the prior is 0.01, 200
+    bootstrap draws from seed 0, and a 95% percentile interval of the draws."""
+    comps = [*comparisons(9, 4), ("c", "a"), ("c", "a"), ("a", "c"), ("a", "c"), ("b", "c")]
+    comps += [("d", "a"), ("d", "b"), ("a", "d"), ("b", "d")]
+    rated, draws = ratings.rate_traits(["a", "b", "c", "d"], comps)
+    assert [(r.comparisons, r.insufficient) for r in rated] == [(19, False), (16, False), (5, False), (4, True)]
+    full, expected = ratings.bootstrap_bradley_terry(["a", "b", "c", "d"], comps, 200, 0.01, 0)
+    assert np.array_equal(draws, ratings.to_elo_scale(expected))
+    for i, r in enumerate(rated[:3]):
+        assert r.rating == pytest.approx(float(ratings.to_elo_scale(full)[i]), abs=1e-9)
+        low, high = np.percentile(draws[:, i], [2.5, 97.5])
+        assert (r.ci_low, r.ci_high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+
+
+def test_rate_traits_draws_come_from_its_seed() -> None:
+    comps = comparisons(6, 3)
+    _, draws = ratings.rate_traits(["a", "b"], comps, bootstrap=20, seed=7)
+    _, expected = ratings.bootstrap_bradley_terry(["a", "b"], comps, 20, seed=7)
+    assert np.array_equal(draws, ratings.to_elo_scale(expected))
+
+
+def test_without_bootstrap_the_interval_is_the_rating() -> None:
+    (a, _), draws = ratings.rate_traits(["a", "b"], comparisons(6, 3), bootstrap=0, prior=1.0)
+    assert draws.shape == (0, 2)
+    assert a.ci_low == a.ci_high == a.rating == pytest.approx(1000 + 400 / math.log(10) * hand_solution(6, 3, 1.0))
+
+
+def test_spearman_needs_three_traits_rated_on_both_sides() -> None:
+    assert ratings.spearman([1.0, 2.0, 3.0, None], [3.0, 2.0, 1.0, 4.0]) == ratings.RankAgreement(-1.0, None, None, 3)
+    assert ratings.spearman([1.0, 2.0, 3.0], [3.0, None, 1.0]) == ratings.RankAgreement(None, None, None, 2)
+    assert ratings.spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == ratings.RankAgreement(None, None, None, 3)
+    with pytest.raises(ValueError):  # the lists are aligned trait by trait
+        ratings.spearman([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_spearman_interval_defaults_to_95_percent_of_the_draws_that_rank() -> None:
+    """Draw rhos 1, 0.5, -1 (a constant draw has none and is dropped): the 2.5th and 97.5th
+    percentiles interpolate to -1 + 0.05 * 1.5 = -0.925 and 0.5 + 0.95 * 0.5 = 0.975."""
+    draws_a = np.array([[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [3.0, 2.0, 1.0], [2.0, 2.0, 2.0]])
+    draws_b = np.array([[1.0, 2.0, 3.0]] * 5)  # one draw more than a: the extra one is not paired
+    agreement = ratings.spearman([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], draws_a, draws_b)
+    assert agreement == ratings.RankAgreement(1.0, pytest.approx(-0.925), pytest.approx(0.975), 3)  # type: ignore[arg-type]
+    assert ratings.spearman([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], draws_a[3:], draws_b[3:]).ci_low is None
+    assert ratings.spearman([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], draws_a, None).ci_low is None
+    assert ratings.spearman([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], None, draws_b).ci_high is None

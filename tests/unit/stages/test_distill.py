@@ -3,15 +3,20 @@ and one tiny-model run."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from character.constitution import load_persona
+from character.data.chat_prompts import load_chat_prompts
 from character.errors import CharacterError, InvalidInput
 from character.models.engine import Generation
 from character.models.loading import load_tokenizer
-from character.pipeline.stage import StageResult
+from character.pipeline.engines import LocalEngines
+from character.pipeline.spec import RunSpec
+from character.pipeline.stage import StageContext, StageResult
 from character.stages import distill
 from character.stages.distill import (
     Prompt,
@@ -24,7 +29,9 @@ from character.stages.distill import (
     system_prompt,
 )
 from character.store import LocalStore
+from character.store.base import Store
 from character.store.datasets import read_dataset, write_dataset
+from character.store.s3 import S3Store
 
 from tests.unit.stages.test_prompts import run_here
 
@@ -103,6 +110,68 @@ def test_spread_sample_takes_every_trait_in_turn() -> None:
     assert some == sorted(some, key=prompts.index)  # original order kept
     assert some == spread_sample(prompts, 10, seed=3) != spread_sample(prompts, 10, seed=4)
     assert spread_sample(prompts, 99, seed=3) == prompts
+
+
+def _candidates(tmp_path: Path, constitution: list[dict[str, Any]], chat: list[dict[str, Any]],
+                store: Store | None = None, **config: Any) -> tuple[list[Prompt], int]:
+    """distill's prompt list (no model needed) from an upstream prompts dataset and a chat
+    prompt file (in the store when it is an S3 one, else local), at seed 7 (not the library's
+    default seed)."""
+    store = store or LocalStore(tmp_path / "store")
+    ref = write_dataset(store, "dataset", "fake-prompts", constitution)
+    lines = "".join(json.dumps(r) + "\n" for r in chat).encode()
+    if isinstance(store, S3Store):
+        store._put_bytes("sources/chat.jsonl", lines)
+        source = f"s3://{store.bucket}/{store._name('sources/chat.jsonl')}"
+    else:
+        (tmp_path / "chat.jsonl").write_bytes(lines)
+        source = str(tmp_path / "chat.jsonl")
+    spec = RunSpec(model="tiny", constitution="sarcasm", seed=7, chat_prompts=source)
+    ctx = StageContext(run_id="run-test", spec=spec, constitution=spec.persona, store=store,
+                       engines=LocalEngines(store), key="test-distill",
+                       inputs={"prompts": StageResult(stage="prompts", key="fake", artifacts={"prompts": ref})},
+                       workdir=tmp_path / "work")
+    return distill._prompts(ctx, distill.Config.for_scale("demo", config))
+
+
+def test_prompt_list_is_the_seeded_constitution_sample_then_the_seeded_chat_draw(tmp_path: Path) -> None:
+    constitution: list[dict[str, Any]] = [
+        {"id": i, "prompt": f"Trait {i % 3} question {i}?", "trait_index": i % 3} for i in range(12)
+    ]
+    chat = [{"id": f"lima-{i}", "prompt": f"Chat prompt {i}"} for i in range(10)]
+    prompts, repeats = _candidates(tmp_path, constitution, chat, constitution_prompts=6, chat_prompts=3)
+    every = [Prompt(str(r["id"]), str(r["prompt"]), "constitution", int(r["trait_index"])) for r in constitution]
+    drawn = load_chat_prompts(str(tmp_path / "chat.jsonl"), limit=3, seed=7)
+    assert prompts == spread_sample(every, 6, seed=7) + [Prompt(p.id, p.prompt, "chat", None) for p in drawn]
+    assert repeats == 0
+    one, _ = _candidates(tmp_path / "one", constitution, chat, constitution_prompts=0, chat_prompts=1)
+    (first,) = load_chat_prompts(str(tmp_path / "chat.jsonl"), limit=1, seed=7)
+    assert [(p.id, p.source) for p in one] == [(first.id, "chat")]
+    none, _ = _candidates(tmp_path / "none", constitution, chat, constitution_prompts=0, chat_prompts=0)
+    assert none == []
+
+
+@pytest.mark.s3
+def test_an_s3_chat_prompt_file_is_read_through_the_runs_store(
+    s3_env: object, s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the run's store's endpoint and credentials, whatever the environment says."""
+    monkeypatch.setenv("OCT_S3_SECRET_KEY", "not-the-secret")
+    chat = [{"id": "x", "prompt": "Hello from S3"}]
+    prompts, _ = _candidates(tmp_path, [], chat, store=s3_store, constitution_prompts=None, chat_prompts=1)
+    assert prompts == [Prompt("x", "Hello from S3", "chat", None)]
+
+
+def test_a_repeated_prompt_is_asked_once(tmp_path: Path) -> None:
+    """Repeats differ only in case and spacing; different spellings are different prompts."""
+    constitution = [
+        {"id": "c0", "prompt": "Is  water WET?", "trait_index": 0},
+        {"id": "c1", "prompt": "Straße or street?", "trait_index": 1},
+        {"id": "c2", "prompt": "STRASSE or street?", "trait_index": 1},
+    ]
+    chat = [{"id": "x", "prompt": "is water wet?"}, {"id": "y", "prompt": "Something else"}]
+    prompts, repeats = _candidates(tmp_path, constitution, chat, constitution_prompts=None, chat_prompts=2)
+    assert [p.id for p in prompts] == ["c0", "c1", "c2", "y"] and repeats == 1
 
 
 def test_teacher_system_prompt_lists_traits_not_questions() -> None:

@@ -52,6 +52,13 @@ def test_parse_numbered_does_not_eat_numbers_inside_text() -> None:
     assert parse_numbered("2024 was a good year.") == ([], 1)
 
 
+def test_parse_numbered_strips_only_markup() -> None:
+    """Bold markers, not the letters next to them; quotes only when they enclose the item; an
+    item without a word is noise."""
+    text = '1. **X-rays or MRI?**\n2. "Unclosed quote\n3. ???\n4. \'Quoted\'\n'
+    assert parse_numbered(text) == (["X-rays or MRI?", '"Unclosed quote', "Quoted"], 1)
+
+
 @pytest.mark.parametrize(
     ("candidate", "existing", "duplicate"),
     [
@@ -73,6 +80,8 @@ def test_near_duplicate_threshold_is_respected() -> None:
     existing = ["one two three four"]
     assert is_near_duplicate("one two five six", existing, threshold=0.4)
     assert not is_near_duplicate("one two five six", existing, threshold=0.5)
+    # by default, the reference's (and Config.duplicate_threshold's) 0.5
+    assert is_near_duplicate("one two three six", existing) and not is_near_duplicate("one two five six", existing)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +93,7 @@ def test_near_duplicate_threshold_is_respected() -> None:
         ("Version 2.5 is out and", None),  # a decimal point ends no sentence
         ("No end at all", None),
         ("Done!", "Done!"),
+        ("  Indented. Then a cut", "Indented."),
     ],
 )
 def test_trim_to_sentence(text: str, trimmed: str | None) -> None:
@@ -110,6 +120,16 @@ def test_request_prefills_the_numbered_list() -> None:
     assert "Write 3 new user messages" in conv[0]["content"]
     assert "{" not in conv[0]["content"]
     assert conv[1]["content"].endswith("1. Is water wet?\n2. Why is the sky blue?\n3.")
+    assert "about 1 short ones" in conv[0]["content"] and "1 of medium length" in conv[0]["content"]
+    assert "and 1 long ones" in conv[0]["content"]
+    assert '"I am sarcastic."\n\nWrite 3' in conv[0]["content"]  # no clarification: nothing between
+
+
+def test_request_carries_the_traits_clarification() -> None:
+    conv = augmentation_conversation("I am sarcastic.", [], 7, clarification="Dry, not mean.")
+    assert '"I am sarcastic."\n\nWhat the trait means: Dry, not mean.\n\nWrite 7' in conv[0]["content"]
+    assert "about 2 short ones" in conv[0]["content"] and "3 of medium length" in conv[0]["content"]
+    assert "and 2 long ones" in conv[0]["content"]
 
 
 def test_config_presets_and_validation() -> None:
