@@ -92,7 +92,10 @@ def _write_config(folder: Path, target: Target) -> None:
         "only_mutate": [f"src/character/{m}" for m in target.modules],
         "pytest_add_cli_args_test_selection": tests,
         # The SmolLM2 and slow tests take minutes each: mutants are judged on the fast ones.
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not smollm2 and not slow"],
+        # pytest's unraisableexception plugin runs gc.collect() at every teardown, over the whole
+        # torch heap the forked mutant inherits: 75% of a fast test's time (0.67 -> 0.11 CPU-s).
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:unraisableexception",
+                                "-m", "not smollm2 and not slow"],
         # torch and gRPC are not fork-safe once used: fork mutants from a clean server process.
         "process_isolation": "forkserver",
         "use_git_change_detection": False,
