@@ -3,14 +3,20 @@ cache, and identical digests across backends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from character.errors import InvalidInput, StoreUnavailable
 from character.store import LocalStore, S3Store, open_store
+from character.store._shared import TMP_PREFIX
+from minio import Minio
 
 from tests.fixtures.s3 import S3Server
 
@@ -23,6 +29,25 @@ def tree(root: Path) -> Path:
     (root / "a" / "b" / "c.bin").write_bytes(bytes(range(256)))
     (root / "a" / "note.txt").write_text("ünïcode\n")
     return root
+
+
+def unique_bucket(stem: str) -> str:
+    """A bucket no earlier session on the same server has touched."""
+    return f"{stem}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def own_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A fresh bucket name, the bucket removed afterwards: the server may outlive this session
+    (CI, mutation runs) and SeaweedFS fails writes once about a hundred buckets are left over."""
+    bucket = unique_bucket("oct-own")
+    yield bucket
+    client = Minio(s3_server.endpoint.split("://")[1], s3_server.access_key, s3_server.secret_key,
+                   secure=s3_server.endpoint.startswith("https"))
+    with contextlib.suppress(Exception):
+        for obj in client.list_objects(bucket, recursive=True):
+            client.remove_object(bucket, obj.object_name)
+        client.remove_bucket(bucket)
 
 
 def closed_port() -> int:
@@ -64,17 +89,20 @@ def test_cache_is_reused_and_repaired(
     (folder / "a" / "b" / "c.bin").write_bytes(b"bit rot")
     assert s3_store.materialize("adapter", "k") == folder
     assert (folder / "a" / "b" / "c.bin").read_bytes() == bytes(range(256))
+    assert [p.name for p in folder.parent.iterdir()] == ["k"]  # neither the old copy nor the download is left
 
 
-def test_open_store_from_env(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_store_from_env(s3_env: S3Server, own_bucket: str, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCT_HOME", str(tmp_path / "home"))
-    store = open_store("s3://oct-open-store-test/some/prefix")
+    bucket = own_bucket
+    store = open_store(f"s3://{bucket}/some/prefix")
     assert isinstance(store, S3Store)
     store.put_record("runs/x", {"ok": True})
-    assert open_store("s3://oct-open-store-test/some/prefix").get_record("runs/x") == {"ok": True}
-    assert open_store("s3://oct-open-store-test/other").get_record("runs/x") is None
+    assert open_store(f"s3://{bucket}/some/prefix").get_record("runs/x") == {"ok": True}
+    assert open_store(f"s3://{bucket}/other").get_record("runs/x") is None
     store.put_dir("dataset", "d", tree(tmp_path / "src"))
-    cache = tmp_path / "home" / "cache" / "s3" / "oct-open-store-test" / "some" / "prefix"
+    cache = tmp_path / "home" / "cache" / "s3" / bucket / "some" / "prefix"
     assert store.materialize("dataset", "d").is_relative_to(cache)
 
 
@@ -105,7 +133,7 @@ def test_wrong_credentials(s3_server: S3Server, s3_store: S3Store, tmp_path: Pat
 
 def test_missing_bucket_without_create(s3_server: S3Server, tmp_path: Path) -> None:
     store = S3Store(
-        "oct-never-created",
+        unique_bucket("oct-never-created"),
         "",
         s3_server.endpoint,
         s3_server.access_key,
@@ -150,3 +178,79 @@ def test_a_same_size_corruption_of_the_cache_is_downloaded_again(s3_store: S3Sto
     cached.write_bytes(bytes(reversed(range(256))))  # same 256 bytes, other order
     assert s3_store.materialize("adapter", "k") == folder
     assert cached.read_bytes() == bytes(range(256))
+
+
+def test_a_store_at_the_bucket_root_lists_what_it_wrote(s3_server: S3Server, own_bucket: str,
+                                                        tmp_path: Path) -> None:
+    store = S3Store(own_bucket, "", s3_server.endpoint, s3_server.access_key,
+                    s3_server.secret_key, cache_dir=tmp_path / "cache")
+    store.put_record("runs/r1", {"v": 1})
+    store.put_record("runs/r1/stages/sft", {"v": 2})
+    ref = store.put_dir("model", "k", tree(tmp_path / "src"))
+    assert store.list_records("runs/") == ["runs/r1", "runs/r1/stages/sft"]
+    assert [m.key for m in store.list("model")] == ["k"]
+    assert store.manifest("model", "k").content_digest == ref.content_digest
+    assert (store.materialize("model", "k") / "a" / "note.txt").read_text() == "ünïcode\n"
+
+
+def test_stores_under_two_prefixes_of_one_bucket_do_not_see_each_other(s3_store: S3Store, s3_server: S3Server,
+                                                                        tmp_path: Path) -> None:
+    other = S3Store(s3_store.bucket, "u", s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
+                    cache_dir=tmp_path / "other-cache")
+    s3_store.put_record("runs/r", {"in": "t"})
+    s3_store.put_dir("dataset", "d", tree(tmp_path / "src"))
+    assert other.get_record("runs/r") is None and other.list_records("") == [] and other.list("dataset") == []
+    assert s3_store.list_records("") == ["runs/r"]
+
+
+def test_a_cache_removed_by_another_reader_while_it_is_replaced_is_downloaded(
+    s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_store.put_dir("adapter", "k", tree(tmp_path / "src"))
+    folder = s3_store.materialize("adapter", "k")
+    (folder / "a" / "note.txt").write_text("edited")
+    rename = Path.rename
+
+    def removed_first(self: Path, target: Path) -> Path:
+        if self == folder:  # another reader cleared the stale copy first
+            shutil.rmtree(folder)
+            raise FileNotFoundError(folder)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", removed_first)
+    assert s3_store.materialize("adapter", "k") == folder
+    assert (folder / "a" / "note.txt").read_text() == "ünïcode\n"
+
+
+@pytest.mark.parametrize("sound", [True, False])
+def test_a_copy_another_reader_put_in_place_is_used_only_if_sound(
+    s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sound: bool
+) -> None:
+    src = tree(tmp_path / "src")
+    s3_store.put_dir("adapter", "k", src)
+    cache = s3_store.cache_root() / "artifacts" / "adapter" / "k"
+    rename = Path.rename
+
+    def raced(self: Path, target: Path) -> Path:
+        if target == cache:  # another reader's download lands first
+            shutil.copytree(src, cache)
+            if not sound:
+                (cache / "a" / "note.txt").write_text("damaged")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", raced)
+    if sound:
+        assert s3_store.materialize("adapter", "k") == cache
+    else:
+        with pytest.raises(OSError):
+            s3_store.materialize("adapter", "k")
+    assert [p.name for p in cache.parent.iterdir() if p.name.startswith(TMP_PREFIX)] == []
+
+
+def test_a_retried_create_that_finds_its_own_bytes_succeeds(s3_store: S3Store) -> None:
+    """A conditional create whose answer was lost is retried and finds the object it wrote: that
+    is its own success, not another writer's (whose bytes differ)."""
+    assert s3_store._create_bytes("artifacts/m/k/manifest.json", b"mine")
+    assert s3_store._create_bytes("artifacts/m/k/manifest.json", b"mine")
+    assert not s3_store._create_bytes("artifacts/m/k/manifest.json", b"theirs")
+    assert s3_store._get_bytes("artifacts/m/k/manifest.json") == b"mine"

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from character.errors import InvalidInput
+from character.errors import InvalidInput, NotFound
 from character.store import LocalStore, S3Store, open_store
+from character.store._shared import TMP_PREFIX
 
 
 def _tree(root: Path) -> Path:
@@ -110,3 +111,38 @@ def test_open_store_s3_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert open_store("s3://bucket").endpoint == "http://127.0.0.1:8333"  # type: ignore[attr-defined]
     with pytest.raises(InvalidInput, match="bucket"):
         open_store("s3://UPPER_case")
+
+
+def test_the_store_folder_is_absolute_and_named_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert LocalStore("~/store").root == tmp_path / "home" / "store"
+    store = LocalStore("rel")
+    assert (store.root, store.uri) == (tmp_path / "rel", str(tmp_path / "rel"))
+    with pytest.raises(NotFound, match=f"^no artifact model/k in {tmp_path / 'rel'}; "):
+        store.manifest("model", "k")
+    with pytest.raises(NotFound, match=f"^no object records/none.json in {tmp_path / 'rel'}$"):
+        store._get_file("records/none.json", tmp_path / "copy")
+
+
+def test_writes_in_progress_hide_no_committed_record(tmp_path: Path) -> None:
+    """Temp files of unfinished writes sit beside committed records in one folder; listing
+    skips each of them and nothing else, whatever order the folder lists them in."""
+    store = LocalStore(tmp_path)
+    keys = [f"runs/r{i:02d}" for i in range(20)]
+    for key in keys:
+        store.put_record(key, {})
+    for i in range(5):
+        (tmp_path / "records" / "runs" / f"{TMP_PREFIX}{i}-r.json").write_text("{")
+    (tmp_path / "records" / "runs" / f"{TMP_PREFIX}dir").mkdir()
+    (tmp_path / "records" / "runs" / f"{TMP_PREFIX}dir" / "x.json").write_text("{}")
+    assert store.list_records("runs/") == keys
+
+
+def test_file_names_with_spaces_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a dir").mkdir(parents=True)
+    (src / "a dir" / "my file.txt").write_text("spaced")
+    store = LocalStore(tmp_path / "store")
+    store.put_dir("dataset", "k", src)
+    assert (store.materialize("dataset", "k") / "a dir" / "my file.txt").read_text() == "spaced"
