@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from character.store import LocalStore, S3Store, open_store
 from character.store._shared import TMP_PREFIX
 from minio import Minio
 
+from tests.fixtures.network import closed_port
 from tests.fixtures.s3 import S3Server
 
 pytestmark = pytest.mark.s3
@@ -48,14 +48,6 @@ def own_bucket(s3_server: S3Server) -> Iterator[str]:
         for obj in client.list_objects(bucket, recursive=True):
             client.remove_object(bucket, obj.object_name)
         client.remove_bucket(bucket)
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_same_content_digest_as_local(s3_store: S3Store, tmp_path: Path) -> None:

@@ -48,6 +48,20 @@ def steps(n: int, pause: float = 0.0, release: threading.Event | None = None):
     return prepare
 
 
+def recording(ran: list[str], release: threading.Event):
+    """A prepare whose tasks note their stage in `ran` when they start, then wait for `release`."""
+
+    def prepare(j: StageJob):
+        def work(progress: Progress) -> StageResult:
+            ran.append(j.stage)
+            release.wait(5)
+            return StageResult(stage=j.stage, key="k")
+
+        return work
+
+    return prepare
+
+
 def test_a_task_reports_progress_then_its_result() -> None:
     release = threading.Event()
     tasks = TaskManager(steps(3, release=release))
@@ -266,17 +280,9 @@ def test_cancelling_a_running_task_says_so_once() -> None:
 
 
 def test_a_task_cancelled_while_waiting_for_a_slot_never_runs() -> None:
-    release = threading.Event()
     ran: list[str] = []
-
-    def prepare(j: StageJob):
-        def work(progress: Progress) -> StageResult:
-            ran.append(j.stage)
-            release.wait(5)
-            return StageResult(stage=j.stage, key="k")
-
-        return work
-
+    release = threading.Event()
+    prepare = recording(ran, release)
     finished: list[TaskStatus] = []
     tasks = TaskManager(prepare, on_finish=finished.append)  # by default one task runs at a time
     first = tasks.start(job("prompts"))
@@ -306,17 +312,9 @@ def test_task_threads_never_die_with_the_process_even_when_started_from_a_daemon
 
 
 def test_a_task_cancelled_as_a_slot_frees_never_runs() -> None:
-    release = threading.Event()
     ran: list[str] = []
-
-    def prepare(j: StageJob):
-        def work(progress: Progress) -> StageResult:
-            ran.append(j.stage)
-            release.wait(5)
-            return StageResult(stage=j.stage, key="k")
-
-        return work
-
+    release = threading.Event()
+    prepare = recording(ran, release)
     tasks = TaskManager(prepare, max_running=1)
     first = tasks.start(job("prompts"))
     waiting = tasks.start(job("distill"))

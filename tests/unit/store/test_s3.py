@@ -3,7 +3,6 @@ cache lives. Behaviour against a real S3 server is in tests/integration/store/."
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +11,7 @@ from character.errors import StoreUnavailable
 from character.store import S3Store
 from character.store.base import FileEntry, Manifest
 
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
+from tests.fixtures.network import closed_port
 
 
 @pytest.fixture
