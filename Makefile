@@ -25,11 +25,16 @@ ORCHESTRATION_ARGS ?=  # e.g. --keep out/bench-runs to keep both runs' stores an
 # Idle OpenMP threads spin by default; on a 2-core machine shared with servers that makes
 # small-model work many times slower. Passive waiting costs nothing measurable when idle.
 export OMP_WAIT_POLICY ?= PASSIVE
-# On a 2-core machine torch gains nothing from its second thread (measured here: LoRA training
-# steps the same, decoding 20% faster on one thread), and the other core stays free for the
-# services and servers beside it.
+# Threads on a 2-core machine, measured (bench/README.md, "Threads"): where servers or other jobs
+# share the machine (the tests, `make bench`'s orchestration, the services), torch's second
+# thread slows decoding, so one thread; `oct run` alone on an idle machine gains from both cores
+# (decode 1.32x, DPO 1.44x, SFT 1.32x tokens per wall second), so `make demo` and `make proof`
+# take them all. An OMP_NUM_THREADS from the environment always wins.
+ifeq ($(origin OMP_NUM_THREADS),undefined)
 ifeq ($(shell test "$$(nproc)" -le 2 && echo small),small)
-export OMP_NUM_THREADS ?= 1
+export OMP_NUM_THREADS = 1
+demo proof: export OMP_NUM_THREADS = $(shell nproc)
+endif
 endif
 export HF_HUB_OFFLINE ?= 1
 
