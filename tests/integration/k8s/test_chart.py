@@ -16,7 +16,6 @@ import importlib.util
 import ipaddress
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from character.security.auth import load_tokens_file
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
+
+from tests.fixtures.network import free_service_port
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "character"
@@ -381,24 +382,6 @@ def _check_certificate(pem: bytes, ca_pem: bytes, svc: str) -> None:
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
 
 
-def _free_port_with_offsets() -> int:
-    """A port p with p, p + 1000 and p + 2000 free (gRPC, metrics, health)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 2000 > 65535:
-            continue
-        try:
-            for offset in (1000, 2000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port triple")
-
-
 def test_the_chart_certificates_work_with_the_real_servers(helm: Path, tmp_path: Path) -> None:
     """A worker started with the chart's generated Secret as its TLS folder: the kubelet's plaintext
     probe gets SERVING on port + 2000, the controller's certificate passes mutual TLS under the
@@ -412,7 +395,7 @@ def test_the_chart_certificates_work_with_the_real_servers(helm: Path, tmp_path:
         folder.mkdir()
         for key, value in secrets[f"{RELEASE}-{svc}-tls"]["data"].items():
             (folder / key).write_bytes(base64.b64decode(value))
-    port = _free_port_with_offsets()
+    port = free_service_port()
     env = {**os.environ, "OCT_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "character.cli", "serve", "introspection", "--host", "127.0.0.1", "--port", str(port),

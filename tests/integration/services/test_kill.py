@@ -25,29 +25,13 @@ from character.controller.runs import load_run
 from character.store import open_store
 
 from character_services.controller.client import ControllerClient
+from tests.fixtures.network import free_service_port
 from tests.integration.services.conftest import wait_for
 from tests.integration.services.test_pipeline import spec_yaml
 
 pytestmark = pytest.mark.slow
 
 SERVICES = ("controller", "generation", "introspection", "training", "evaluation")
-
-
-def _free_port() -> int:
-    """A port free on 127.0.0.1, with its metrics (+1000) and health (+2000) ports free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port + 2000 >= 65536:
-            continue
-        try:
-            for extra in (1000, 2000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + extra))
-        except OSError:
-            continue
-        return port
 
 
 class Services:
@@ -57,7 +41,7 @@ class Services:
         self.store = str(tmp_path / "store")
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
-        self.ports = {name: _free_port() for name in SERVICES}
+        self.ports = {name: free_service_port() for name in SERVICES}
         self.env = dict(os.environ, OCT_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1",
                         OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
         for name, port in self.ports.items():
