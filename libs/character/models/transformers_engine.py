@@ -243,24 +243,6 @@ class TransformersEngine(Engine):
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
         return ids.to(self.device), mask.to(self.device)
 
-    def _batch(self, model: Any, rows: list[list[int]], shareable: int) -> tuple[Any, Any, Any, int]:
-        """Input ids and mask for a batch of token rows, the KV cache of their shared prefix and
-        its length (None, 0 when the rows share fewer than `shared_prefix_min` of their first
-        `shareable` tokens). With a shared prefix, rows are laid out as prefix, padding, own
-        tokens; positions come from the mask, so each row's own tokens continue the prefix's
-        positions as if nothing were in between."""
-        torch = self._torch
-        shared = self._shared_length(rows, shareable)
-        if not shared:
-            return *self._left_pad(rows), None, 0
-        prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=self.device)
-        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
-        cache.batch_repeat_interleave(len(rows))
-        own, own_mask = self._left_pad([r[shared:] for r in rows])
-        ids = torch.cat([prefix.expand(len(rows), -1), own], dim=1)
-        mask = torch.cat([torch.ones_like(ids[:, :shared]), own_mask], dim=1)
-        return ids, mask, cache, shared
-
     def _shared_length(self, rows: list[list[int]], shareable: int) -> int:
         """How many of their first `shareable` tokens the rows share, when that is worth a
         prefill of its own (at least `shared_prefix_min`); else 0."""
@@ -298,32 +280,49 @@ class TransformersEngine(Engine):
         adapter: AdapterRef | None = None,
         progress: Progress = silent,
     ) -> list[float]:
-        torch = self._torch
         prompts, conts = encode_for_scoring(self.tokenizer, conversations, continuations, self._max_positions)
         n = len(prompts)
-        order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(conts[i])))
+        # rows with the same prompt side by side, so that a batch runs each distinct prompt once
+        order = sorted(range(n), key=lambda i: (-len(prompts[i]), prompts[i], -len(conts[i])))
         scores = [0.0] * n
         progress(ProgressEvent("score", 0, n))
-        with self._lock, self._adapter(adapter) as model, torch.inference_mode():
+        with self._lock, self._adapter(adapter) as model, self._torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                # the prefix may not reach into a prompt's last token: its logits score the answer
-                shareable = min(len(prompts[i]) for i in idx) - 1
-                ids, mask, cache, shared = self._batch(model, [prompts[i] + conts[i] for i in idx], shareable)
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                keep = max(len(conts[i]) for i in idx) + 1
-                logits = model(
-                    input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
-                    cache=cache, logits_to_keep=keep,
-                ).logits
-                # logits[:, j] predicts token (width - keep + j + 1); the last one predicts nothing
-                logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-                targets = ids[:, -(keep - 1) :]
-                token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-                for row, i in enumerate(idx):
-                    scores[i] = float(token_lp[row, -len(conts[i]) :].sum())
+                for i, value in zip(idx, self._score_batch(model, [prompts[i] for i in idx],
+                                                           [conts[i] for i in idx]), strict=True):
+                    scores[i] = value
                 progress(ProgressEvent("score", min(start + self.batch_size, n), n))
         return scores
+
+    def _score_batch(self, model: Any, prompts: list[list[int]], conts: list[list[int]]) -> list[float]:
+        """The log-probability of each continuation after its prompt. Each distinct prompt is
+        prefilled once (as generation prefills); its continuations then run on top of its
+        cache, padded on the right, where padding cannot reach the tokens before it."""
+        torch = self._torch
+        distinct = list(dict.fromkeys(map(tuple, prompts)))
+        which = {prompt: k for k, prompt in enumerate(distinct)}
+        rows = torch.tensor([which[tuple(p)] for p in prompts], device=self.device)
+        width = max(len(c) for c in conts)
+        cache, mask, logits = self._prefill(model, [list(p) for p in distinct], max(map(len, distinct)) + width)
+        if len(distinct) < len(prompts):
+            cache.batch_select_indices(rows)
+            mask, logits = mask[rows], logits[rows]
+        # logits[:, k] predicts continuation token k: the prompt's last position predicts the first
+        logits = logits[:, None]
+        if width > 1:
+            tail = [c[:-1] + [self.tokenizer.pad_token_id] * (width - len(c)) for c in conts]
+            own = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c)) for c in conts], device=self.device)
+            starts = torch.tensor([len(p) for p in prompts], device=self.device)
+            out = model(
+                input_ids=torch.tensor(tail, device=self.device), attention_mask=torch.cat([mask, own], dim=1),
+                position_ids=starts[:, None] + torch.arange(width - 1, device=self.device), cache=cache,
+                use_cache=True,
+            )
+            logits = torch.cat([logits, out.logits], dim=1)
+        targets = torch.tensor([c + [0] * (width - len(c)) for c in conts], device=self.device)
+        token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return [float(token_lp[r, : len(c)].sum()) for r, c in enumerate(conts)]
 
     # --- adapters -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -64,17 +64,18 @@ def build_trainer(ctx: StageContext, config: Config, rows: list[dict[str, Any]],
                   device: Any) -> Any:
     """An SFTTrainer for a new LoRA adapter on `model` (the DPO-merged student)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from character.models.chat_template import with_training_template
     from character.training import lora_trainer
+    from character.training.sft_trainer import BucketedSFTTrainer
 
     lora_trainer.check_lora_rank(NAME, config, model)
     args = lora_trainer.trainer_arguments(
         SFTConfig, NAME, config, output_dir=ctx.workdir / "checkpoints", seed=ctx.spec.seed, device=device,
         assistant_only_loss=True,
     )
-    return SFTTrainer(
+    return BucketedSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(conversations(rows)),

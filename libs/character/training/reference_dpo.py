@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 from trl.trainer.utils import use_adapter
 
+from character.training.batching import LengthBucketedTraining
+
 
 def kl_penalty(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The reference's per-token KL penalty: per sequence (row), the mean over its masked
@@ -37,8 +39,9 @@ def kl_penalty(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor
     return per_row.mean()
 
 
-class ReferenceDPOTrainer(DPOTrainer):
-    """trl's DPOTrainer with the objective of the module docstring. Extra arguments: `nll_coef`
+class ReferenceDPOTrainer(LengthBucketedTraining, DPOTrainer):
+    """trl's DPOTrainer with the objective of the module docstring, on length-bucketed
+    micro-batches (`training.batching`). Extra arguments: `nll_coef`
     and `kl_coef` (0 turns either term off)."""
 
     def __init__(self, *args: Any, nll_coef: float, kl_coef: float, **kwargs: Any):

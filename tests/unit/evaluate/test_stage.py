@@ -226,3 +226,33 @@ def test_robustness_across_runs_is_n_way_over_personas(tiny_model: Path, tmp_pat
     assert list(method["macro_f1"]) == ["none", *attacks]  # macro-F1 per attack, N-way
     assert method["evidence"]["mean_over_attacks"]["test"] == "permutation test"
     assert "preferences" not in results and "coherence" not in results
+
+
+def test_robustness_answers_each_class_in_one_engine_call(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fewer, fuller batches: the base model's answers (training prompts and held-out prompts,
+    which the keep-going attack starts from) in one call, then one call per persona method for
+    its training prompts and every attack, and one for the base model under attack."""
+    from character.cli.main import app
+    from character.models.transformers_engine import TransformersEngine
+
+    spec = make_spec(tiny_model, tmp_path / "store", robustness_methods=["system_prompt", "full"])
+    store = open_store(spec.store)
+    fake_upstream(spec, store, tiny_model, tmp_path)
+    calls: list[int] = []
+    generate = TransformersEngine.generate
+
+    def counted(self: TransformersEngine, conversations: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(conversations))
+        return generate(self, conversations, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersEngine, "generate", counted)
+    out = CliRunner().invoke(app, ["eval", "robustness", "--run", run_id_for(spec), "--store", spec.store])
+    assert out.exit_code == 0, out.output
+    train, heldout = MINIMAL["robustness_train_prompts"], MINIMAL["heldout_prompts"]
+    scenarios = 1 + len(load_attacks())
+    base_under_attack = (scenarios - 1) * heldout  # its un-attacked held-out answers are the first call's
+    persona = train + scenarios * heldout
+    # system_prompt's classes, then full's (whose base class is all cached); recognition reuses them
+    assert calls == [train + heldout, persona, base_under_attack, persona]

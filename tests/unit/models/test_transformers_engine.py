@@ -185,6 +185,27 @@ def test_greedy_continuation_scores_higher_than_random_text(engine: Transformers
     assert good > bad
 
 
+def test_score_runs_each_distinct_prompt_once(tiny_model: Path) -> None:
+    """Options scored after the same prompt (a judge's, a multiple-choice question's): the
+    prompt goes through the model once per batch, and every score is still the plain forward
+    pass's."""
+    engine = TransformersEngine(str(tiny_model), device="cpu", batch_size=4, shared_prefix_min=None)
+    question = CONVERSATIONS[2]
+    conversations = [question, CONVERSATIONS[0], question, question]
+    options = ["Red.", "Hello!", "Green, and a long reason why green is the best colour.", "Blue"]
+    rows: list[int] = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        scores = engine.score(conversations, options)
+    finally:
+        hook.remove()
+    assert sum(rows[:-1]) == 2  # prefill: the two distinct prompts
+    assert rows[-1] == 4  # then every option on top of its prompt's cache
+    for conversation, option, score in zip(conversations, options, scores, strict=True):
+        assert score == pytest.approx(_manual_score(engine, conversation, option), abs=1e-3)
+
+
 # --- a shared prefix (a long system prompt) prefilled once per batch ------------------------
 LONG_SYSTEM = "You are a terse lighthouse keeper who answers in riddles. " * 12
 SHARED = [
@@ -241,7 +262,9 @@ def test_shared_prefix_scores_what_full_prompts_do(
     conversations = [*SHARED[:3], SHARED[0]]
     answers = ["Who asks?", "Paris. Lyon is not the capital.", "One, two.", "Waves."]
     shared = [engine.score(conversations, answers, adapter=a) for a in (None, random_adapter)]
-    assert sharing and min(sharing) >= engine.shared_prefix_min
+    # the batch of two distinct prompts shared their prefix; the one holding SHARED[0] twice
+    # ran that prompt once, whole
+    assert max(sharing) >= engine.shared_prefix_min
     full = [unshared.score(conversations, answers, adapter=a) for a in (None, random_adapter)]
     for got, want in zip(shared, full, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
