@@ -45,9 +45,10 @@ CONFIG = {
 KILL_AT = "checkpoint-4"
 
 
-def _ctx(tiny_model: Path, store: LocalStore, workdir: Path, events: list[ProgressEvent] | None = None) -> Any:
+def _ctx(tiny_model: Path, store: LocalStore, workdir: Path, events: list[ProgressEvent] | None = None,
+         pairs: int = 8) -> Any:
     config = dpo.Config.for_scale("demo", CONFIG)
-    inputs = {"distill": distill_result(store, pair_rows(8), [])}
+    inputs = {"distill": distill_result(store, pair_rows(pairs), [])}
     return context(store, tiny_model, "dpo", inputs, workdir, config, events)
 
 
@@ -153,17 +154,27 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_uninterrupted_re
     assert any(t.abs().max() > 0 for n, t in expected.items() if "lora_B" in n)
 
 
+# 8 pairs: the last step ends the epoch; 10: it ends mid-epoch, where transformers resuming
+# at max_steps would train one step more
+@pytest.mark.parametrize("pairs", [8, 10])
 def test_a_run_stopped_after_its_last_checkpoint_has_nothing_left_to_train(tiny_model: Path,
-                                                                            tmp_path: Path) -> None:
+                                                                            tmp_path: Path, pairs: int) -> None:
     """Killed after the final checkpoint was stored but before the adapter: the restart trains
-    nothing and reports the whole run's figures."""
+    nothing, stores the checkpoint's adapter and reports the whole run's figures."""
     config = dpo.Config.for_scale("demo", CONFIG)
     store = LocalStore(tmp_path / "store")
-    first = dpo.run(_ctx(tiny_model, store, tmp_path / "work"), config)
-    ctx = _ctx(tiny_model, LocalStore(tmp_path / "store"), tmp_path / "work-other-machine")
+    first = dpo.run(_ctx(tiny_model, store, tmp_path / "work", pairs=pairs), config)
+    weights = _adapter_weights(store, first.artifacts["adapter"].key)
+    events: list[ProgressEvent] = []
+    ctx = _ctx(tiny_model, LocalStore(tmp_path / "store"), tmp_path / "work-other-machine", events, pairs=pairs)
     # Forget the adapter (as if the stage died right after its last checkpoint).
     shutil.rmtree(tmp_path / "store" / "artifacts" / "adapter")
     again = dpo.run(ctx, config)
+    assert not [e for e in events if e.message.startswith("loss")]  # no step ran
+    assert again.metrics["steps"] == 4
     assert again.metrics["resumed_step"] == 4 and again.metrics["tokens_per_second"] is None
     assert again.metrics["loss"] == first.metrics["loss"]
     assert again.metrics["train_tokens"] == first.metrics["train_tokens"]
+    got = _adapter_weights(store, again.artifacts["adapter"].key)
+    assert got.keys() == weights.keys()
+    assert all(torch.equal(got[name], tensor) for name, tensor in weights.items())
