@@ -64,7 +64,7 @@ $(CHROMIUM): scripts/install-chromium.sh
 
 setup: $(STAMP)  ## create .venv with pinned dependencies and the project (editable)
 
-demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~20 min)
+demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~5 min on 2 idle cores)
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo
 
