@@ -18,6 +18,9 @@
   penalty over the row's prompt and answer, temperature, top-p) and a multinomial draw. With a
   seed, the call runs under its own RNG state (the global torch RNG is restored afterwards), so
   the same seed, inputs and batch size give the same outputs.
+- Scoring prefills each distinct prompt of a batch once, as generation prefills, and runs its
+  continuations (a judge's options, a question's choices, a pair's two answers) on top of its
+  cache.
 - Generation stops at `<|im_end|>` (and EOS); an answer cut at max_new_tokens has
   finish_reason "length".
 - LoRA adapters (PEFT folders) are loaded once per path and switched per call; with

@@ -160,7 +160,7 @@ def evaluate_method(
         progress(ProgressEvent(task, step, len(classes) + 1))
     classifier = _classifier(config, seed).fit(texts, labels)
     predicted = dict(zip(classes, (classifier.predict(a) for a in attacked_answers.values()), strict=True))
-    progress(ProgressEvent(task, len(classes) + 1, len(classes) + 1, "classifier trained"))
+    progress(ProgressEvent(task, len(classes) + 1, len(classes) + 1, "classifier trained, answers labelled"))
     scores: dict[str, float] = {}
     blocks: dict[str, tuple[list[str], list[str]]] = {}
     example: dict[str, str] = {}
