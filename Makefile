@@ -68,7 +68,7 @@ demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~5
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo
 
-proof: setup  ## the same at proof scale: enough held-out data for powered figures (~1.5 h on one CPU core)
+proof: setup  ## the same at proof scale: enough held-out data for powered figures (~35 min on 2 idle cores, longer under load)
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale proof
 

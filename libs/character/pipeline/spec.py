@@ -46,8 +46,8 @@ class RunSpec(BaseModel):
     e.g. {"big-judge": {"base_url": "http://vllm-judge:8000/v1", "tokenizer": "..."}}."""
     scale: Literal["demo", "proof", "full"] = "demo"
     """Preset sizes: `demo` runs on a 2-core CPU in minutes (shows the machinery; its figures are
-    underpowered); `proof` holds enough held-out data to tell a real effect from noise (about an
-    hour and a half on one CPU core with SmolLM2); `full` = the reference numbers."""
+    underpowered); `proof` holds enough held-out data to tell a real effect from noise (about 35
+    minutes with SmolLM2 on 2 idle CPU cores); `full` = the reference numbers."""
     seed: int = Field(123456, ge=0)
     """Seed for sampling, data splits and training (reference: 123456)."""
     chat_prompts: str = "bundled"

@@ -2,7 +2,7 @@
 
 Its sizes are checked against the minimums the evidence needs; the whole pipeline then runs at
 `proof` on the tiny model through `oct run`, with only the sizes shrunk (the preset itself
-takes about an hour and a half of SmolLM2 on one core), and its report carries evidence for every figure.
+takes 33 to 90 minutes of SmolLM2 on a 2-core CPU), and its report carries evidence for every figure.
 """
 
 from __future__ import annotations
