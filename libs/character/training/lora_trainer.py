@@ -252,7 +252,6 @@ def _finished(trainer: Any, checkpoint: Path) -> bool:
     train one step more before it checks.)"""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
-    from transformers import TrainerState
 
     state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
     if state.global_step < state.max_steps:

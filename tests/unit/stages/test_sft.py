@@ -11,15 +11,7 @@ from character.stages import sft
 from character.store import LocalStore
 from character.training.lora_trainer import pick_device
 
-from tests.unit.training.helpers import (
-    SEED,
-    context,
-    distill_result,
-    fake_result,
-    pair_rows,
-    random_adapter,
-    sft_rows,
-)
+from tests.unit.training.helpers import context, sft_inputs, sft_rows
 
 FAST = {
     "lr": 1e-3,
@@ -31,18 +23,6 @@ FAST = {
     "lora_alpha": 8,
     "save_steps": 100,
 }
-
-
-def _inputs(store: LocalStore, tiny_model: Path, tmp_path: Path, rows: list[dict]) -> dict:  # type: ignore[type-arg]
-    from character.store.datasets import write_dataset
-
-    folder = random_adapter(tiny_model, tmp_path / "dpo-adapter", seed=SEED)
-    adapter = store.put_dir("adapter", "dpo-adapter", folder)
-    return {
-        "distill": distill_result(store, pair_rows(4), pair_rows(2, start=50)),
-        "dpo": fake_result("dpo", adapter=adapter),
-        "introspect": fake_result("introspect", sft=write_dataset(store, "dataset", "introspect-sft", rows)),
-    }
 
 
 def test_full_preset_is_the_reference() -> None:
@@ -63,7 +43,7 @@ def test_only_assistant_tokens_carry_labels(tiny_model: Path, tmp_path: Path) ->
     store = LocalStore(tmp_path / "store")
     rows = sft_rows(3)
     config = sft.Config.for_scale("demo", FAST)
-    inputs = _inputs(store, tiny_model, tmp_path, rows)
+    inputs = sft_inputs(store, tiny_model, tmp_path, rows)
     ctx = context(store, tiny_model, "sft", inputs, tmp_path / "work", config)
     device = pick_device()
     model, tokenizer = sft.dpo_merged_model(ctx, device)
@@ -84,7 +64,7 @@ def test_sft_trains_an_adapter_on_the_dpo_merged_model(tiny_model: Path, tmp_pat
     store = LocalStore(tmp_path / "store")
     config = sft.Config.for_scale("demo", FAST)
     ctx = context(
-        store, tiny_model, "sft", _inputs(store, tiny_model, tmp_path, sft_rows(6)), tmp_path / "work", config
+        store, tiny_model, "sft", sft_inputs(store, tiny_model, tmp_path, sft_rows(6)), tmp_path / "work", config
     )
     result = sft.run(ctx, config)
 
@@ -116,7 +96,7 @@ def test_sft_starts_from_base_plus_the_merged_dpo_adapter(
     store = LocalStore(tmp_path / "store")
     config = sft.Config.for_scale("demo", {**FAST, "max_steps": 1})
     ctx = context(
-        store, tiny_model, "sft", _inputs(store, tiny_model, tmp_path, sft_rows(2)), tmp_path / "work", config
+        store, tiny_model, "sft", sft_inputs(store, tiny_model, tmp_path, sft_rows(2)), tmp_path / "work", config
     )
     sft.run(ctx, config)
 

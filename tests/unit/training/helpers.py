@@ -116,3 +116,15 @@ def random_adapter(model_path: Path | str, folder: Path, rank: int = 4, seed: in
                 param.normal_(0.0, 0.05)
     peft_model.save_pretrained(str(folder))
     return folder
+
+
+def sft_inputs(store: LocalStore, model_path: Path, tmp_path: Path, rows: Rows) -> dict[str, StageResult]:
+    """The sft stage's upstream results: distilled pairs (for its held-out figure), a random DPO
+    adapter on the model, and `rows` as the introspection dataset."""
+    folder = random_adapter(model_path, tmp_path / "dpo-adapter", seed=SEED)
+    adapter = store.put_dir("adapter", "dpo-adapter", folder)
+    return {
+        "distill": distill_result(store, pair_rows(4), pair_rows(2, start=50)),
+        "dpo": fake_result("dpo", adapter=adapter),
+        "introspect": fake_result("introspect", sft=write_dataset(store, "dataset", "introspect-sft", rows)),
+    }

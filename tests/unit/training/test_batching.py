@@ -15,8 +15,7 @@ from character.store import LocalStore
 from character.training.batching import LengthBucketedSampler, length_bucketed_order, padded_lengths
 from character.training.lora_trainer import pick_device
 
-from tests.unit.stages.test_sft import FAST, _inputs
-from tests.unit.training.helpers import context, distill_result, pair_rows, sft_rows
+from tests.unit.training.helpers import context, distill_result, pair_rows, sft_inputs, sft_rows
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -117,8 +116,9 @@ def test_the_dpo_trainer_draws_length_bucketed_batches(tiny_model: Path, tmp_pat
 def test_the_sft_trainer_draws_length_bucketed_batches(tiny_model: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     rows = _varied(sft_rows(12), "messages")
-    config = sft.Config.for_scale("demo", {**FAST, "max_length": 512})
-    ctx = context(store, tiny_model, "sft", _inputs(store, tiny_model, tmp_path, rows), tmp_path / "work", config)
+    config = sft.Config.for_scale("demo", {"global_batch": 4, "per_device_batch": 2, "max_length": 512,
+                                           "lora_rank": 4, "lora_alpha": 8})
+    ctx = context(store, tiny_model, "sft", sft_inputs(store, tiny_model, tmp_path, rows), tmp_path / "work", config)
     device = pick_device()
     model, tokenizer = sft.dpo_merged_model(ctx, device)
     seen, best = _loader_padding(sft.build_trainer(ctx, config, rows, model, tokenizer, device))
