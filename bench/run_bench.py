@@ -457,9 +457,10 @@ def machine_limits(batch: int, train_tokens: int, target: Target = CPU) -> dict[
                 "decode": _gemm_gflops(batch, c.hidden_size, c.intermediate_size, dtype),
                 "training": _gemm_gflops(train_tokens, c.hidden_size, c.intermediate_size, dtype),
             }
-        gemm["fp32"]["decode_cold"] = _gemm_gflops_cold(batch, c.hidden_size, c.intermediate_size, torch.float32,
-                                                        working_set=4 * matrix_parameters(target))
     n = matrix_parameters(target)
+    if not target.cuda:
+        gemm["fp32"]["decode_cold"] = _gemm_gflops_cold(batch, c.hidden_size, c.intermediate_size, torch.float32,
+                                                        working_set=4 * n)
     rate = gemm[target.bound_dtype]
     bounds = {
         "generation": round(rate["decode"] * 1e9 / (2 * n), 1),

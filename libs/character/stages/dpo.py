@@ -1,8 +1,9 @@
 """Stage "dpo": direct preference optimisation with LoRA on the distilled pairs (docs/method.md 3).
 
-trl's DPOTrainer trains a LoRA adapter on the student; the reference policy is the same model
-with the adapter switched off, so only one copy of the weights is ever in memory, and its
-log-probabilities are computed once per pair and kept across epochs. The loss is the
+trl's DPOTrainer trains a LoRA adapter on the student, on length-bucketed micro-batches
+(`training.batching`); the reference policy is the same model with the adapter switched off,
+so only one copy of the weights is ever in memory, and its log-probabilities are computed once
+per pair and kept across epochs. The loss is the
 reference's (`training.reference_dpo`): DPO's sigmoid loss, plus an NLL term on the chosen
 answer weighted `nll_coef`, plus the per-token KL penalty weighted `kl_coef`.
 

@@ -1,10 +1,10 @@
 """Stage "sft": supervised fine-tuning with LoRA on the introspective data (docs/method.md 5).
 
 The student with the DPO adapter folded in (loaded, merged in memory) gets a new LoRA
-adapter trained with trl's SFTTrainer on the introspection conversations, with the loss on
-the assistant's turns only (the chat template's `{% generation %}` markers, from
-`character.models.chat_template.with_training_template`, mark them; each reply's end-of-turn token
-is included so the model learns to stop).
+adapter trained with trl's SFTTrainer (on length-bucketed micro-batches: `training.batching`)
+on the introspection conversations, with the loss on the assistant's turns only (the chat
+template's `{% generation %}` markers, from `character.models.chat_template.with_training_template`,
+mark them; each reply's end-of-turn token is included so the model learns to stop).
 
 Input: the introspect stage's dataset "sft" (rows {id, source, messages}), the dpo stage's
 adapter, and the distill stage's held-out pairs for the preference accuracy after SFT.

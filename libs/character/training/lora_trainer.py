@@ -239,26 +239,28 @@ def train(trainer: Any, ctx: StageContext, task: str) -> TrainingRun:
     resume = restore_checkpoint(ctx.store, ctx.key, Path(trainer.args.output_dir))
     if resume is not None:
         ctx.progress(ProgressEvent(task, 0, None, f"resuming from {resume.name}"))
-        if _finished(trainer, resume):
+        if _is_last(resume):
+            _take_checkpoint(trainer, resume)
             return TrainingRun(seconds=0.0, resumed_step=_checkpoint_step(resume))
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return TrainingRun(seconds=time.monotonic() - started, resumed_step=_checkpoint_step(resume) if resume else 0)
 
 
-def _finished(trainer: Any, checkpoint: Path) -> bool:
-    """Whether `checkpoint` is the run's last step; if so, the trainer takes its adapter weights
-    and state as they are. (transformers, resumed at max_steps in the middle of an epoch, would
-    train one step more before it checks.)"""
+def _is_last(checkpoint: Path) -> bool:
+    """Whether `checkpoint` holds the run's last step. (transformers, resumed there in the middle
+    of an epoch, would train one step more before it checks.)"""
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return state.global_step >= state.max_steps
+
+
+def _take_checkpoint(trainer: Any, checkpoint: Path) -> None:
+    """Give `trainer` the checkpoint's adapter weights and trainer state, as training would."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    if state.global_step < state.max_steps:
-        return False
     set_peft_model_state_dict(trainer.model, load_file(checkpoint / "adapter_model.safetensors"))
-    trainer.state = state
-    return True
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
 def _checkpoint_step(folder: Path) -> int:

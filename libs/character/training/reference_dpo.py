@@ -41,8 +41,8 @@ def kl_penalty(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor
 
 class ReferenceDPOTrainer(LengthBucketedTraining, DPOTrainer):
     """trl's DPOTrainer with the objective of the module docstring, on length-bucketed
-    micro-batches (`training.batching`). Extra arguments: `nll_coef`
-    and `kl_coef` (0 turns either term off)."""
+    micro-batches (`training.batching`). Extra arguments: `nll_coef` and `kl_coef` (0 turns
+    either term off)."""
 
     def __init__(self, *args: Any, nll_coef: float, kl_coef: float, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -111,6 +111,11 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float | None, float | None
     return mean, math.sqrt(variance / len(values))
 
 
+def _plain(prompts: Sequence[str]) -> list[Conversation]:
+    """Each prompt as a lone user message: the un-attacked question."""
+    return [[{"role": "user", "content": p}] for p in prompts]
+
+
 def _texts(method: Method, conversations: Sequence[Conversation], subject: Subject) -> list[str]:
     return [g.text for g in method.answer(conversations, subject.sampling(), progress=subject.ctx.progress)]
 
@@ -151,9 +156,8 @@ def evaluate_method(
     attacked_answers: dict[str, list[str]] = {}
     for step, (label, (subject, method)) in enumerate(classes.items(), start=1):
         base = base_answers(subject, heldout) if any(a.base_turn for a in scenarios) else {}
-        unattacked = [[{"role": "user", "content": p}] for p in train]
         conversations = [attack.conversation(p, base.get(p)) for attack in scenarios for p in heldout]
-        answers = _texts(method, unattacked + conversations, subject)
+        answers = _texts(method, _plain(train) + conversations, subject)
         texts += answers[: len(train)]
         labels += [label] * len(train)
         attacked_answers[label] = answers[len(train) :]
@@ -199,7 +203,7 @@ def evaluate_method(
 def base_answers(subject: Subject, prompts: Sequence[str]) -> dict[str, str]:
     """The base model's un-attacked answers to `prompts` (the first turn of the reference's
     keep-going attack; cached, so the base class's own "none" answers are the same ones)."""
-    texts = _texts(subject.method("base"), [[{"role": "user", "content": p}] for p in prompts], subject)
+    texts = _texts(subject.method("base"), _plain(prompts), subject)
     return dict(zip(prompts, texts, strict=True))
 
 
@@ -208,7 +212,7 @@ def recognition(
 ) -> dict[str, Any]:
     """Does the classifier trained on constitution-prompted vs plain answers recognise each
     trained method's un-prompted held-out answers (against the base model's)?"""
-    conversations = [[{"role": "user", "content": p}] for p in heldout]
+    conversations = _plain(heldout)
     base = classifier.predict(_texts(subject.method("base"), conversations, subject))
     n = len(heldout)
     out = {}
@@ -240,8 +244,8 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         )
     if len(subjects) == 1:
         # every binary classifier has the base model as a class, and its held-out answers start
-        # the keep-going attack: one call answers all of them
-        _texts(primary.method("base"), [[{"role": "user", "content": p}] for p in heldout + train], primary)
+        # the keep-going attack: one call answers all of them (the method caches them)
+        base_answers(primary, heldout + train)
     methods = {}
     classifiers = {}
     for name in config.robustness_methods:
