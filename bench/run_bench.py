@@ -237,7 +237,7 @@ def generation_work(target: Target, conversations: list[Any], batched: dict[str,
 
 def bench_shared_prefix(prompts: int, new_tokens: int, target: Target = CPU) -> dict[str, Any]:
     from character.pipeline.spec import RunSpec
-    from character.stages.distill import system_prompt
+    from character.stages.common.system_prompt import system_prompt
 
     system = system_prompt("Assistant", RunSpec(constitution="sarcasm").persona)
     conversations = [[{"role": "system", "content": system}, {"role": "user", "content": p.prompt}]

@@ -144,13 +144,6 @@ def mcnemar(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, int, fl
     return b, c, (binomial_p(c, b + c) if b + c else 1.0)
 
 
-def sign_test(differences: Sequence[float]) -> float | None:
-    """Two-sided sign test of paired differences (zeros dropped); None when all are zero."""
-    positive = sum(d > 0 for d in differences)
-    negative = sum(d < 0 for d in differences)
-    return binomial_p(positive, positive + negative) if positive + negative else None
-
-
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
@@ -229,9 +222,31 @@ def from_draws(
 
 
 # ----------------------------------------------------------------------------- classifiers
+def macro_f1_score(truth: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> float:
+    """Unweighted mean of per-class F1 over `classes` (scikit-learn's macro F1 with
+    `labels=classes, zero_division=0`): a class never predicted scores 0, and a predicted
+    label outside `classes` counts only as a miss of the true class."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"truth and predictions differ in length: {len(truth)} vs {len(predicted)}")
+    index = _class_index(truth, classes)
+    return _macro_f1(
+        np.array([index[t] for t in truth], dtype=int),
+        np.array([index.get(p, -1) for p in predicted], dtype=int),
+        len(classes),
+    )
+
+
+def _class_index(truth: Sequence[str], classes: Sequence[str]) -> dict[str, int]:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(truth) - set(index))
+    if unknown:
+        raise ValueError(f"true labels {unknown} are not among the classes {list(classes)}")
+    return index
+
+
 def _macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
-    """Macro-F1 over class indices 0..classes-1 (a class never predicted nor present scores 0,
-    as scikit-learn's zero_division=0)."""
+    """Macro-F1 over class indices 0..classes-1 (predictions outside them are -1); the one
+    implementation, vectorised for the permutation test and the bootstrap."""
     scores = []
     for k in range(classes):
         tp = np.sum((predicted == k) & (truth == k))

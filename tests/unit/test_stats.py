@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 from character import stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_exact_binomial_p_value_by_hand() -> None:
@@ -41,11 +43,6 @@ def test_mcnemar_counts_only_the_pairs_that_changed() -> None:
     assert stats.mcnemar([True, False], [True, False]) == (0, 0, 1.0)
     with pytest.raises(ValueError, match="length"):
         stats.mcnemar([True], [True, False])
-
-
-def test_sign_test_drops_ties() -> None:
-    assert stats.sign_test([1.0, 2.0, 0.5, 0.0, 0.0]) == pytest.approx(2 * 0.5**3)
-    assert stats.sign_test([0.0, 0.0]) is None
 
 
 def test_paired_shares_value_interval_and_test() -> None:
@@ -94,13 +91,41 @@ def test_macro_f1_of_a_good_classifier_is_above_chance_and_a_coin_is_not() -> No
     assert not noise.distinguishable
 
 
-def test_macro_f1_matches_scikit_learn() -> None:
-    from character.stages.classifier import macro_f1
+CLASSES = ["a", "b", "c", "d"]
 
-    truth = ["a", "a", "b", "b", "c", "c"]
-    predicted = ["a", "b", "b", "b", "a", "c"]
-    e = stats.macro_f1("f1", [(truth, predicted)], ["a", "b", "c"], prompts=2, min_n=1, resamples=10)
-    assert e.value == pytest.approx(macro_f1(truth, predicted, ["a", "b", "c"]))
+
+@st.composite
+def labelled_blocks(draw: st.DrawFn) -> tuple[list[str], list[str], list[str], int]:
+    """Classes, then truth laid out class by class (`prompts` answers each, as robustness lays
+    it out) and predictions that may name any class or a label outside them."""
+    classes = CLASSES[: draw(st.integers(2, len(CLASSES)))]
+    prompts = draw(st.integers(1, 6))
+    truth = [c for c in classes for _ in range(prompts)]
+    predicted = draw(st.lists(st.sampled_from([*classes, "other"]), min_size=len(truth), max_size=len(truth)))
+    return classes, truth, predicted, prompts
+
+
+@settings(max_examples=200, deadline=None)
+@given(labelled_blocks())
+def test_macro_f1_equals_scikit_learn_on_random_cases(case: tuple[list[str], list[str], list[str], int]) -> None:
+    from sklearn.metrics import f1_score
+
+    classes, truth, predicted, prompts = case
+    expected = f1_score(truth, predicted, labels=classes, average="macro", zero_division=0.0)
+    assert stats.macro_f1_score(truth, predicted, classes) == pytest.approx(expected)
+    evidence = stats.macro_f1("f1", [(truth, predicted)], classes, prompts, min_n=1, resamples=1)
+    assert evidence.value == pytest.approx(expected)
+
+
+def test_macro_f1_counts_a_never_predicted_class_as_zero() -> None:
+    assert stats.macro_f1_score(["a", "a", "b", "b"], ["a", "a", "a", "a"], ["a", "b"]) == (2 / 3 + 0) / 2
+
+
+def test_macro_f1_refuses_true_labels_outside_the_classes() -> None:
+    with pytest.raises(ValueError, match=r"\['z'\] are not among the classes"):
+        stats.macro_f1_score(["a", "z"], ["a", "a"], ["a", "b"])
+    with pytest.raises(ValueError, match="differ in length"):
+        stats.macro_f1_score(["a", "b"], ["a"], ["a", "b"])
 
 
 def test_bootstrap_difference_from_draws() -> None:

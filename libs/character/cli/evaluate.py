@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 console = Console()
-PART_CHOICES = ("preferences", "robustness", "coherence", "capabilities", "all")
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -47,8 +46,8 @@ def eval_(
     from character.stages.evaluate.subject import Subject
     from character.store import digest_of, open_store
 
-    if part not in PART_CHOICES:
-        raise InvalidInput(f"unknown part {part!r}; choose one of {', '.join(PART_CHOICES)}", where="PART")
+    if part not in (*PARTS, "all"):
+        raise InvalidInput(f"unknown part {part!r}; choose one of {', '.join(PARTS)} or all", where="PART")
     others = [r for r in _split(runs) if r != run_id]
     the_store = open_store(store)
     with bars() as progress:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from character.pipeline.spec import RunSpec
 
 ARTIFACT_MODEL_PREFIX = "artifact://model/"
+"""How a model reference names a model stored by a stage (`<prefix><key>`, the merge stage's
+output): the pool materializes it from the run's store; admission lets remote specs name it."""
 
 
 class LockedEngine(Engine):

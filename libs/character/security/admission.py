@@ -20,10 +20,10 @@ import math
 from typing import Any
 
 from character.errors import InvalidInput
+from character.pipeline.engines import ARTIFACT_MODEL_PREFIX
 from character.platform import Limits, PlatformConfig
 from character.yamldoc import parse_mapping
 
-ARTIFACT_MODEL_PREFIX = "artifact://model/"
 MODEL_FIELDS = ("model", "teacher", "judge")
 
 

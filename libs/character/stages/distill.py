@@ -14,7 +14,7 @@ Pairs are kept when both answers ended cleanly, are non-empty, and the formatted
 sets (by prompt, so no prompt is in both; seeded).
 
 Data quality: can the chosen answers be told from the rejected ones at all? A persona
-classifier (`stages/classifier.py`) is trained on the train pairs' chosen vs rejected answers and tested
+classifier (`stages/common/classifier.py`) is trained on the train pairs' chosen vs rejected answers and tested
 on the held-out pairs'; its accuracy, with a Clopper-Pearson interval and an exact binomial test
 against 1/2, is reported in the metrics ("data_quality"). Near 1/2 means the teacher's answers
 carry no persona the student could learn (e.g. a teacher as small as the student), and DPO has
@@ -39,7 +39,8 @@ from character.constitution import Constitution
 from character.errors import CharacterError
 from character.models.engine import Conversation, Generation
 from character.pipeline.stage import StageContext, StageResult
-from character.stages.prompts import SamplingConfig, Truncated, labelled, settle_truncated
+from character.stages.common.sampling import SamplingConfig, Truncated, labelled, settle_truncated
+from character.stages.common.system_prompt import system_prompt
 from character.store.datasets import read_dataset, write_dataset
 
 NAME = "distill"
@@ -113,13 +114,6 @@ class Config(SamplingConfig):
 
 
 # ----------------------------------------------------------------------------- prompts to the teacher
-IDENTITY = "The assistant is {name}. {name} is an AI system that talks with people through text."
-TRAITS = """\
-{name} has a distinctive character. Its character traits are:
-{traits}
-{name} expresses these traits through how it answers, naturally and consistently. It never \
-states, lists or hints at these traits or these instructions, and never adds meta-commentary \
-about its character: it simply answers as itself."""
 REASONING_PREFILL = (
     "<think>\nBefore I answer, let me think privately about how my character traits should shape this "
     "reply, so that they come through naturally without my ever mentioning them. My traits are:\n"
@@ -139,16 +133,6 @@ def model_family_name(model_ref: str) -> str:
     word = re.match(r"[A-Za-z]+", last)
     text = word[0] if word else "Assistant"
     return text[0].upper() + text[1:]
-
-
-def system_prompt(name: str, constitution: Constitution | None, situation: Sequence[str] = ()) -> str:
-    """The assistant's identity, its traits when `constitution` is given (generation) or not
-    (training data), then any situation lines (a mood, who it is talking to)."""
-    parts = [IDENTITY.format(name=name)]
-    if constitution is not None:
-        parts.append(TRAITS.format(name=name, traits=constitution.trait_list()))
-    parts.extend(situation)
-    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -266,7 +250,7 @@ def data_quality(
     apart on the held-out pairs: accuracy over the held-out answers (each pair gives one
     chosen and one rejected), with its interval and a test against 1/2."""
     from character import stats
-    from character.stages.classifier import PersonaClassifier
+    from character.stages.common.classifier import PersonaClassifier
 
     texts = [r["chosen"] for r in train] + [r["rejected"] for r in train]
     labels = ["chosen"] * len(train) + ["rejected"] * len(train)

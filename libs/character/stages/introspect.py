@@ -32,8 +32,8 @@ from pydantic import Field, field_validator, model_validator
 from character.errors import CharacterError
 from character.models.engine import Conversation, Generation, Message, SamplingParams
 from character.pipeline.stage import StageContext, StageResult
-from character.stages.distill import system_prompt
-from character.stages.prompts import SamplingConfig, Truncated, labelled, settle_truncated
+from character.stages.common.sampling import SamplingConfig, Truncated, labelled, settle_truncated
+from character.stages.common.system_prompt import system_prompt
 from character.store.datasets import write_dataset
 
 NAME = "introspect"

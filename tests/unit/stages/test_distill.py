@@ -18,6 +18,7 @@ from character.pipeline.engines import LocalEngines
 from character.pipeline.spec import RunSpec
 from character.pipeline.stage import StageContext, StageResult
 from character.stages import distill
+from character.stages.common.system_prompt import system_prompt
 from character.stages.distill import (
     Prompt,
     cut_reasoning,
@@ -26,7 +27,6 @@ from character.stages.distill import (
     pair_lengths,
     split_by_prompt,
     spread_sample,
-    system_prompt,
 )
 from character.store import LocalStore
 from character.store.base import Store

@@ -11,7 +11,7 @@ from character.errors import CharacterError, InvalidInput
 from character.models.engine import Generation
 from character.pipeline.stage import StageResult
 from character.stages import introspect
-from character.stages.distill import system_prompt
+from character.stages.common.system_prompt import system_prompt
 from character.stages.introspect import (
     GUIDANCE,
     OPENERS,

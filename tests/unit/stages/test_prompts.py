@@ -14,13 +14,12 @@ from character.pipeline.engines import LocalEngines
 from character.pipeline.spec import RunSpec
 from character.pipeline.stage import StageContext, StageResult
 from character.stages import prompts
+from character.stages.common.sampling import settle_truncated, trim_to_sentence
 from character.stages.prompts import (
     augmentation_conversation,
     is_near_duplicate,
     length_mix,
     parse_numbered,
-    settle_truncated,
-    trim_to_sentence,
 )
 from character.store import LocalStore
 from character.store.datasets import read_dataset

@@ -167,11 +167,3 @@ class PersonaClassifier:
                 out += [self.classes[int(i)] for i in model(**inputs).logits.argmax(-1)]
         return out
 
-
-def macro_f1(truth: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> float:
-    """Unweighted mean of per-class F1 over `classes` (a class never predicted scores 0)."""
-    from sklearn.metrics import f1_score
-
-    return float(
-        f1_score(list(truth), list(predicted), labels=list(classes), average="macro", zero_division=0.0)
-    )

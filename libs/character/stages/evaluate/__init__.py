@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from character.pipeline.stage import StageConfig
 from character.stages.evaluate.judge import JudgeMode
+from character.stages.evaluate.methods import METHOD_NAMES
 
 if TYPE_CHECKING:
     from character.pipeline.stage import StageContext, StageResult
@@ -37,8 +38,7 @@ INPUTS: tuple[str, ...] = ("distill", "dpo", "sft", "merge")
 USES: tuple[str, ...] = ("constitution", "model", "teacher", "judge", "seed", "chat_prompts")
 
 PARTS = ("preferences", "robustness", "coherence", "capabilities")
-METHODS = ("base", "system_prompt", "steering", "dpo", "full")
-"""See `methods.py`."""
+"""The evaluation's parts, in the order they run (each a `Config` switch of the same name)."""
 LOCAL_TASKS = ("oct_science_mc", "oct_commonsense_mc", "oct_truthful_mc", "oct_arithmetic_gen")
 """The bundled capability tasks (libs/character/data/capabilities/tasks/)."""
 
@@ -188,9 +188,9 @@ class Config(StageConfig):
         if not any(getattr(self, part) for part in PARTS):
             raise ValueError(f"every part is turned off; turn on at least one of {', '.join(PARTS)}")
         for field in ("preference_methods", "robustness_methods", "coherence_baselines"):
-            unknown = [m for m in getattr(self, field) if m not in METHODS]
+            unknown = [m for m in getattr(self, field) if m not in METHOD_NAMES]
             if unknown:
-                raise ValueError(f"{field}: unknown methods {unknown}; methods are {', '.join(METHODS)}")
+                raise ValueError(f"{field}: unknown methods {unknown}; methods are {', '.join(METHOD_NAMES)}")
         if self.preferences and not self.preference_methods:
             raise ValueError(
                 "preference_methods is empty; list at least one method or set preferences: false"

@@ -1,7 +1,7 @@
 """The baselines a trained persona is compared with, run by the same engine as everything else.
 
 (a) System prompt: the constitution in the system prompt, worded exactly as the teacher saw it
-    during distillation (`character.stages.distill.system_prompt`).
+    during distillation (`character.stages.common.system_prompt`).
 (b) Activation steering: for each prompt, the residual stream at the last prompt token (where
     the answer starts) is read with and without the constitution system prompt; per decoder
     layer, the direction is the first principal component of the paired differences, taken
@@ -23,12 +23,11 @@ import numpy as np
 
 from character.constitution import Constitution
 from character.progress import Progress, ProgressEvent, silent
+from character.stages.common.system_prompt import system_prompt
 
 
 def system_prompt_for(constitution: Constitution, assistant_name: str) -> str:
     """The constitution as a system prompt (the teacher's prompt in distillation)."""
-    from character.stages.distill import system_prompt
-
     return system_prompt(assistant_name, constitution)
 
 

@@ -21,8 +21,8 @@ from character.models.engine import AdapterRef, Conversation, Engine, Generation
 from character.progress import Progress, silent
 
 METHOD_NAMES = ("base", "system_prompt", "steering", "dpo", "full")
-PERSONA_METHODS = ("system_prompt", "steering", "dpo", "full")
-"""The methods that try to give the model the persona (all but base)."""
+"""Every method, by the names run specs and results use (`Subject.method` builds each)."""
+
 
 @dataclass
 class Method:

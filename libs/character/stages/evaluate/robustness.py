@@ -1,7 +1,7 @@
 """Robustness (docs/method.md section 6): does the persona survive attempts to talk it out of it?
 
 A persona classifier (sentence encoder + logistic regression, or the encoder fine-tuned:
-`stages/classifier.py`) learns who wrote a text from un-attacked answers to training prompts, then
+`stages/common/classifier.py`) learns who wrote a text from un-attacked answers to training prompts, then
 labels answers to HELD-OUT prompts (the reference tested on its training prompts) produced
 under each attack: the 8 adversarial suffixes of `character/data/adversarial_suffixes.yaml`,
 each appended to the user's message after a blank line, and two prefill attacks: the
@@ -121,7 +121,7 @@ def _texts(method: Method, conversations: Sequence[Conversation], subject: Subje
 
 
 def _classifier(config: Config, seed: int) -> Any:
-    from character.stages.classifier import PersonaClassifier
+    from character.stages.common.classifier import PersonaClassifier
 
     return PersonaClassifier(
         config.classifier_encoder,
@@ -142,8 +142,6 @@ def evaluate_method(
 ) -> tuple[dict[str, Any], Any]:
     """Train one classifier on `classes`' un-attacked answers to `train`, score it per attack;
     returns the results and the classifier."""
-    from character.stages.classifier import macro_f1
-
     any_subject = next(iter(classes.values()))[0]
     progress = any_subject.ctx.progress
     seed = any_subject.ctx.spec.seed
@@ -175,7 +173,7 @@ def evaluate_method(
         window = slice(i * n, (i + 1) * n)
         guesses = [g for label in classes for g in predicted[label][window]]
         blocks[attack.id] = (truth, guesses)
-        scores[attack.id] = macro_f1(truth, guesses, list(classes))
+        scores[attack.id] = stats.macro_f1_score(truth, guesses, list(classes))
         example[attack.id] = attacked_answers[persona][window][0] if n else ""
     attacked = [scores[a.id] for a in attacks]
     mean, stderr = mean_and_stderr(attacked)
