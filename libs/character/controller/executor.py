@@ -2,17 +2,25 @@
 
 The controller calls `start`, then `poll` until the state is final, and `cancel` when
 a run is cancelled. Implementations (one file each): `inline` (in-process, for
-`oct run`), `services` (the gRPC workers), `kubernetes` (one batch/v1 Job per stage).
+`oct run`), `services` (the gRPC workers), `kubernetes` (one batch/v1 Job per stage); the
+inline and services executors both watch `TaskManager` tasks, and share `stage_status` and
+`ProgressBuffer` from here.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from character.errors import CharacterError, InvalidInput, NotFound
+from character.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from character.controller.stage_tasks import TaskStatus
 
 
 class StageState(StrEnum):
@@ -60,6 +68,31 @@ class StageStatus(BaseModel):
     """Human-readable detail: progress while running, the reason when failed."""
     retryable: bool = True
     """False when retrying cannot help (invalid input), so the controller fails the stage at once."""
+
+
+def stage_status(status: TaskStatus) -> StageStatus:
+    """How a task looks to the controller."""
+    message = status.message
+    if not message and status.progress is not None:
+        p = status.progress
+        message = f"{p.task}: {p.done}/{p.total if p.total is not None else '?'} {p.message}".strip()
+    return StageStatus(state=status.state, message=message, retryable=status.retryable)
+
+
+class ProgressBuffer:
+    """Progress events per handle, collected by one watcher thread each, handed out once."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[ProgressEvent]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, handle: str, event: ProgressEvent) -> None:
+        with self._lock:
+            self._events.setdefault(handle, []).append(event)
+
+    def take(self, handle: str) -> list[ProgressEvent]:
+        with self._lock:
+            return self._events.pop(handle, [])
 
 
 class Executor(ABC):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from character.controller.executor import Executor, StageJob, StageState, StageStatus
+from character.controller.executor import Executor, ProgressBuffer, StageJob, StageState, StageStatus, stage_status
 from character.controller.runs import RunRecord
 from character.controller.scheduler import Controller, ControllerConfig
-from character.controller.stage_tasks import StageJobs, TaskManager, TaskStatus
+from character.controller.stage_tasks import StageJobs, TaskManager
 from character.errors import NotFound
 from character.pipeline.engines import EnginePool
 from character.pipeline.spec import RunSpec
@@ -24,31 +24,6 @@ from character.store.base import Store
 
 INLINE = "inline"
 """The executor's name in run records."""
-
-
-def stage_status(status: TaskStatus) -> StageStatus:
-    """How a task looks to the controller."""
-    message = status.message
-    if not message and status.progress is not None:
-        p = status.progress
-        message = f"{p.task}: {p.done}/{p.total if p.total is not None else '?'} {p.message}".strip()
-    return StageStatus(state=status.state, message=message, retryable=status.retryable)
-
-
-class ProgressBuffer:
-    """Progress events per handle, collected by one watcher thread each, handed out once."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, list[ProgressEvent]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, handle: str, event: ProgressEvent) -> None:
-        with self._lock:
-            self._events.setdefault(handle, []).append(event)
-
-    def take(self, handle: str) -> list[ProgressEvent]:
-        with self._lock:
-            return self._events.pop(handle, [])
 
 
 class InlineExecutor(Executor):

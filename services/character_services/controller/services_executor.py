@@ -21,8 +21,7 @@ import time
 from collections.abc import Mapping
 
 import grpc
-from character.controller.executor import Executor, StageJob, StageState, StageStatus
-from character.controller.inline_executor import ProgressBuffer, stage_status
+from character.controller.executor import Executor, ProgressBuffer, StageJob, StageState, StageStatus, stage_status
 from character.controller.stage_tasks import TaskStatus
 from character.errors import InvalidInput, NotFound
 from character.progress import ProgressEvent
