@@ -1,9 +1,11 @@
 """What every pipeline stage looks like.
 
-A stage is a module in `character.stages` exposing:
+A stage is a module in `character.stages`, listed in `pipeline/catalog.py:STAGE_MODULES`,
+exposing:
 - `NAME`: its name in the DAG; `INPUTS`: the upstream stages it reads;
 - `USES`: the run-spec fields its output depends on (part of its content address);
-- `Config`: a `StageConfig` subclass with `PRESETS` for the `demo` and `full` scales;
+- `Config`: a `StageConfig` subclass with `PRESETS` for the `demo`, `proof` and `full`
+  scales (`proof` builds on `demo`: `SCALE_BASES`);
 - `run(ctx: StageContext, config: Config) -> StageResult`.
 
 Stages read their inputs from the store, write their outputs to the store (atomically,
