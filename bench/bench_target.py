@@ -1,0 +1,73 @@
+"""What the bench runs on (`Target`), and what every bench measures with: the bundled chat
+prompts, GPU synchronisation, freeing GPU memory, and a speed from tokens and seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the bench runs on: a model folder (or bundled name), a device, and whether the
+    weights are random (answers then mean nothing and are not compared)."""
+
+    model: str = "smollm2"
+    device: str = "cpu"
+    random_weights: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def speed_key(self) -> str:
+        """The speed the bounds are compared with: per CPU-second of this process on a CPU, per
+        wall second (GPU synchronised) on a GPU."""
+        return "tokens_per_second" if self.cuda else "tokens_per_cpu_second"
+
+    @property
+    def speed_unit(self) -> str:
+        return "tok/s" if self.cuda else "tok/CPU-s"
+
+    @property
+    def bound_dtype(self) -> str:
+        return "bf16" if self.cuda else "fp32"
+
+
+CPU = Target()
+
+
+def chat_prompts(n: int) -> list[Any]:
+    """n bundled chat prompts (a fixed random subset); beyond the 245 bundled, they repeat."""
+    from character.data import load_chat_prompts
+
+    every = load_chat_prompts("bundled")
+    if n <= len(every):
+        return load_chat_prompts("bundled", limit=n)
+    return [every[i % len(every)] for i in range(n)]
+
+
+def sync(target: Target) -> None:
+    if target.cuda:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def free(target: Target) -> None:
+    if target.cuda:
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def speed_of(tokens: int, seconds: float, cpu_seconds: float) -> dict[str, Any]:
+    """Tokens per wall second and per CPU-second of this process: on one thread, the second is
+    what the work cost whatever else the machine runs, and what the CPU bounds compare with (on
+    a GPU, the wall second is)."""
+    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 2), "tokens_per_cpu_second": round(tokens / cpu_seconds, 1)}
