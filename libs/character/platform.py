@@ -65,6 +65,9 @@ class Limits(BaseModel):
     reached only by platform components, bound streams by max_concurrent_rpcs alone.)"""
     max_active_runs_per_owner: int = Field(default=4, ge=1)
     """Unfinished runs one owner may have; SubmitRun beyond it gets RESOURCE_EXHAUSTED."""
+    rpc_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest a controller RPC handler (SubmitRun, GetRun, ...; not WatchRun's stream) runs, or
+    the caller's deadline when sooner; past it the caller gets DEADLINE_EXCEEDED."""
     stage_timeout_s: float = Field(default=48 * 3600.0, gt=0)
     """A stage attempt running longer is cancelled and counted as failed (the default deadline)."""
 
