@@ -111,7 +111,7 @@ class _BoundedComposer(Composer):
     def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
         start = self.get_event()
         node = yaml.SequenceNode(
-            self.resolve(yaml.SequenceNode, None, start.implicit),
+            _tag(start) or self.resolve(yaml.SequenceNode, None, start.implicit),
             [],
             start.start_mark,
             None,
@@ -134,7 +134,7 @@ class _BoundedComposer(Composer):
     def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
         start = self.get_event()
         node = yaml.MappingNode(
-            self.resolve(yaml.MappingNode, None, start.implicit),
+            _tag(start) or self.resolve(yaml.MappingNode, None, start.implicit),
             [],
             start.start_mark,
             None,
@@ -276,6 +276,11 @@ def _check_tree(doc: Any, budget: Budget, where: str) -> None:
             if level > budget.max_depth:
                 raise InvalidInput(f"the document nests deeper than {budget.max_depth} levels", where=where)
             todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+
+
+def _tag(event: yaml.CollectionStartEvent) -> str | None:
+    """The explicit tag of a list or mapping (as PyYAML's composer reads it)."""
+    return None if event.tag in (None, "!") else str(event.tag)
 
 
 def _bad_yaml(err: yaml.YAMLError, where: str) -> InvalidInput:
