@@ -45,8 +45,10 @@ else:
 class Budget:
     """How much work one document may cause."""
 
-    max_nodes: int = 200_000
-    """Scalars, lists and mappings in the document, aliases counted as what they expand to."""
+    max_nodes: int = 20_000
+    """Scalars, lists and mappings in the document, aliases counted as what they expand to. The
+    default is a hundred times a bundled persona, and composing it takes a few tenths of a second:
+    what a document costs is bounded by this, whatever its size in bytes."""
     max_depth: int = 64
     """Deepest nesting of lists and mappings (the top level is 1)."""
     aliases: bool = True
