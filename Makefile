@@ -38,7 +38,7 @@ endif
 endif
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo proof test security test-fast lint lock mutation bench bench-quick proto images images-smoke clean help
+.PHONY: setup demo proof test security fuzz test-fast lint lock mutation bench bench-quick proto images images-smoke clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ test: setup $(HELM) $(CHROMIUM)  ## the full test suite (starts its own S3 and g
 security: setup  ## the attack suite (tests/security): prints attacks tried, refused, got through
 	$(BIN)/oct models prepare tiny >/dev/null
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/security $(PYTEST_ARGS)
+
+fuzz: setup  ## the parser fuzzer at depth (FUZZ_EXAMPLES per parser, default 2000; minutes): inputs tried, refused, accepted, budget violations
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/security/test_fuzz_parsers.py $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from character.errors import InvalidInput
+from character.errors import InvalidInput, from_validation
 from character.models.endpoint import Endpoint
 from character.models.registry import PLATFORM_CONFIG_ENV, check_names
 from character.yamldoc import read_mapping
@@ -39,8 +39,11 @@ class Limits(BaseModel):
     """Explicit maxima per stage and field, e.g. {"dpo": {"epochs": 3}}; they win over the factor."""
     max_spec_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest spec (YAML text) SubmitRun takes."""
-    max_spec_depth: int = Field(default=16, ge=4)
-    """Deepest nesting of mappings and lists in a spec."""
+    max_spec_depth: int = Field(default=16, ge=4, le=128)
+    """Deepest nesting of mappings and lists in a spec (bounded: the parser recurses per level)."""
+    max_spec_nodes: int = Field(default=20_000, ge=1000, le=1_000_000)
+    """Values (scalars, lists, mappings) in a spec, counted while it is parsed: the work a spec
+    can cause is bounded by this, not only by its size in bytes."""
     max_traits: int = Field(default=200, ge=1)
     """Traits in an inline constitution."""
     max_questions: int = Field(default=5_000, ge=1)
@@ -62,6 +65,9 @@ class Limits(BaseModel):
     reached only by platform components, bound streams by max_concurrent_rpcs alone.)"""
     max_active_runs_per_owner: int = Field(default=4, ge=1)
     """Unfinished runs one owner may have; SubmitRun beyond it gets RESOURCE_EXHAUSTED."""
+    rpc_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest a controller RPC handler (SubmitRun, GetRun, ...; not WatchRun's stream) runs, or
+    the caller's deadline when sooner; past it the caller gets DEADLINE_EXCEEDED."""
     stage_timeout_s: float = Field(default=48 * 3600.0, gt=0)
     """A stage attempt running longer is cancelled and counted as failed (the default deadline)."""
 
@@ -104,8 +110,7 @@ def load_platform_config(path: str | Path | None = None) -> PlatformConfig:
     try:
         return PlatformConfig.model_validate(doc)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise InvalidInput(problems, where=str(path)) from None
+        raise from_validation(err, str(path)) from None
 
 
 def finite(value: float, where: str) -> float:

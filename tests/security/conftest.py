@@ -38,6 +38,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.security.fuzzing import TALLY
+
+    if TALLY.tried:
+        terminalreporter.section("parser fuzzer (inputs per parser)")
+        for line in TALLY.lines():
+            terminalreporter.write_line(line)
     if not _results:
         return
     write = terminalreporter.write_line

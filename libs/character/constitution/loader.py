@@ -12,43 +12,28 @@ Reference formats carry no name; the file's stem is used.
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from character.constitution.model import Constitution
 from character.errors import InvalidInput, NotFound
+from character.yamldoc import line_index, load, parse_json, read_text
 
 _PERSONAS = "character.constitution.personas"
 
 
 # ----------------------------------------------------------------------------- locating
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each path in a YAML/JSON document to its 1-based line, for error messages."""
+def _json_lines(text: str, path: Path) -> dict[tuple[Any, ...], int]:
+    """Each path in a JSON document -> its line (JSON is YAML, as far as locating goes)."""
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
+        return line_index(load(text, str(path))[1])
+    except InvalidInput:
         return {}
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[(*path, key.value)] = key.start_mark.line + 1
-                walk(value, (*path, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return lines
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -79,11 +64,11 @@ def _describe(err: ValidationError, path: str, lines: dict[tuple[Any, ...], int]
 
 
 # ----------------------------------------------------------------------------- formats
-def _from_document(doc: Any, path: Path, text: str) -> Constitution:
-    lines = _line_index(text)
-    if isinstance(doc, list):
+def _from_document(doc: Any, path: Path, lines_of: Callable[[], dict[tuple[Any, ...], int]]) -> Constitution:
+    """`lines_of()` locates the document's fields (called only to report a problem)."""
+    listed = isinstance(doc, list)
+    if listed:
         doc = {"name": _stem_name(path), "traits": doc}
-        lines = {("traits", *k): v for k, v in lines.items()}
     elif not isinstance(doc, dict):
         raise InvalidInput(
             f"expected a mapping with name and traits, or a list of traits; got {type(doc).__name__}",
@@ -92,6 +77,9 @@ def _from_document(doc: Any, path: Path, text: str) -> Constitution:
     try:
         return Constitution.model_validate(doc)
     except ValidationError as err:
+        lines = lines_of()
+        if listed:
+            lines = {("traits", *k): v for k, v in lines.items()}
         raise _describe(err, str(path), lines) from None
 
 
@@ -100,10 +88,7 @@ def _from_jsonl(text: str, path: Path) -> Constitution:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            traits.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{path}:{lineno}") from None
+        traits.append((lineno, parse_json(line, f"{path}:{lineno}")))
     doc = {"name": _stem_name(path), "traits": [t for _, t in traits]}
     try:
         return Constitution.model_validate(doc)
@@ -123,34 +108,24 @@ def load_constitution(path: str | Path) -> Constitution:
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{path}: no such constitution file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InvalidInput(f"not UTF-8 text (byte {err.start})", where=str(path)) from None
+    text = read_text(path, "constitution")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _from_jsonl(text, path)
     if suffix in (".json", ".txt"):
         layout = " (a .txt constitution is the reference layout: a JSON array of traits)" if suffix == ".txt" else ""
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InvalidInput(
-                f"bad JSON at column {err.colno}: {err.msg}{layout}", where=f"{path}:{err.lineno}"
-            ) from None
+            doc = parse_json(text, str(path))
+        except InvalidInput as err:
+            raise InvalidInput(f"{err}{layout}") from None
         if suffix == ".txt" and not isinstance(doc, list):
             raise InvalidInput(f"expected a JSON array of traits{layout}", where=f"{path}:1")
-    elif suffix in (".yaml", ".yml"):
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise InvalidInput(f"bad YAML: {getattr(err, 'problem', None) or err}", where=where) from None
-    else:
-        raise InvalidInput(f"unknown constitution format {suffix!r}: use .yaml, .yml, .json, .jsonl or .txt",
-                           where=str(path))
-    return _from_document(doc, path, text)
+        return _from_document(doc, path, lambda: _json_lines(text, path))
+    if suffix in (".yaml", ".yml"):
+        doc, node = load(text, str(path))
+        return _from_document(doc, path, lambda: line_index(node))
+    raise InvalidInput(f"unknown constitution format {suffix!r}: use .yaml, .yml, .json, .jsonl or .txt",
+                       where=str(path))
 
 
 # ----------------------------------------------------------------------------- bundled personas

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from character.constitution import Constitution, resolve_constitution
-from character.errors import InvalidInput
+from character.errors import InvalidInput, from_validation
 from character.home import oct_home
 from character.models.endpoint import Endpoint
 from character.pipeline.catalog import STAGE_NAMES, stage_module
@@ -129,11 +129,7 @@ def parse_spec(doc: dict[str, Any], where: str = "run spec") -> RunSpec:
     try:
         return RunSpec.model_validate(doc).validate_all()
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in err.errors()
-        )
-        raise InvalidInput(problems, where=where) from None
+        raise from_validation(err, where) from None
     except InvalidInput as err:
         raise InvalidInput(str(err), where=where) from None
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from character.errors import InvalidInput
+from character.errors import from_validation
 from character.progress import Progress, silent
 from character.store.base import ArtifactRef, Store
 
@@ -53,10 +53,7 @@ class StageConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in (where, *e['loc']) if p != '')}: {e['msg']}" for e in err.errors()
-            )
-            raise InvalidInput(problems) from None
+            raise from_validation(err, None, prefix=(where,)) from None
 
 
 class StageResult(BaseModel):

@@ -22,27 +22,23 @@ from typing import Any
 from character.errors import InvalidInput
 from character.pipeline.engines import ARTIFACT_MODEL_PREFIX
 from character.platform import Limits, PlatformConfig
-from character.yamldoc import parse_mapping
+from character.yamldoc import Budget, parse_mapping
 
 MODEL_FIELDS = ("model", "teacher", "judge")
 
 
 def load_spec_text(text: str, limits: Limits, where: str = "spec_yaml") -> dict[str, Any]:
-    """The YAML text of a submitted spec as a mapping; size, syntax and nesting checked."""
+    """The YAML text of a submitted spec as a mapping; size checked first, then syntax, aliases
+    (refused), duplicate keys, nesting, values and traits counted while it is composed."""
     if not text.strip():
         raise InvalidInput("send the run spec as YAML (what `oct run --spec` reads)", where=where)
     size = len(text.encode("utf-8", errors="replace"))
     if size > limits.max_spec_bytes:
         raise InvalidInput(f"the spec is {size} bytes; the limit is {limits.max_spec_bytes}", where=where)
-    if _bracket_depth(text) > limits.max_spec_depth:
-        raise InvalidInput(f"the spec nests deeper than {limits.max_spec_depth} levels", where=where)
-    try:
-        doc = parse_mapping(text, where, "run spec")
-    except RecursionError:
-        raise InvalidInput(f"the spec nests deeper than {limits.max_spec_depth} levels", where=where) from None
-    if _depth(doc) > limits.max_spec_depth:
-        raise InvalidInput(f"the spec nests deeper than {limits.max_spec_depth} levels", where=where)
-    return doc
+    budget = Budget.remote(limits.max_spec_nodes, limits.max_spec_depth,
+                           caps={("constitution", "traits"): limits.max_traits},
+                           cap_hint="limits.max_traits of this platform's config")
+    return parse_mapping(text, where, "run spec", budget)
 
 
 def admit(doc: dict[str, Any], platform: PlatformConfig, where: str = "spec_yaml") -> dict[str, Any]:
@@ -149,11 +145,8 @@ def _check_constitution(value: Any, limits: Limits, where: str) -> None:
                                "or put the constitution inline (`oct submit` inlines a local constitution file)",
                                where=where)
     elif isinstance(value, dict):
-        traits = value.get("traits")
+        traits = value.get("traits")  # their number was capped while the spec was parsed
         if isinstance(traits, list):
-            if len(traits) > limits.max_traits:
-                raise InvalidInput(f"{len(traits)} traits; this platform takes at most {limits.max_traits}",
-                                   where=f"{where}.traits")
             questions = sum(len(t.get(k) or []) for t in traits if isinstance(t, dict)
                             for k in ("questions", "additional_questions") if isinstance(t.get(k), list))
             if questions > limits.max_questions:
@@ -185,32 +178,6 @@ def _numbers(value: Any) -> list[float]:
     if isinstance(value, dict):
         return [n for item in value.values() for n in _numbers(item)]
     return []
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth, iteratively (a hostile document must not exhaust the stack here either)."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        item, level = todo.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, dict):
-            todo.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            todo.extend((v, level + 1) for v in item)
-    return deepest
-
-
-def _bracket_depth(text: str) -> int:
-    """Upper bound of flow-style nesting ([[[...]]]), checked before parsing: PyYAML's composer
-    recurses per level, so a deep document would otherwise fail deep inside the parser."""
-    depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth = max(0, depth - 1)
-    return deepest
 
 
 def _show(value: Any) -> str:

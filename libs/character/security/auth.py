@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from character.errors import CharacterError, InvalidInput
+from character.errors import CharacterError, InvalidInput, from_validation
 from character.home import oct_home
 from character.yamldoc import read_mapping
 
@@ -114,8 +114,7 @@ def load_tokens_file(path: str | Path) -> TokensFile:
     try:
         return TokensFile.model_validate(doc)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise InvalidInput(problems, where=str(path)) from None
+        raise from_validation(err, str(path)) from None
 
 
 TokenReviewer = Callable[[str], str | None]

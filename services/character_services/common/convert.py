@@ -14,7 +14,7 @@ from character.controller.executor import StageJob, StageState
 from character.controller.runs import RunRecord
 from character.controller.scheduler import RunEvent
 from character.controller.stage_tasks import TaskStatus
-from character.errors import InvalidInput
+from character.errors import InvalidInput, from_validation
 from character.models.engine import Conversation, Generation, SamplingParams, Steering
 from character.progress import ProgressEvent
 from character.store.base import ArtifactRef
@@ -166,8 +166,7 @@ def from_sampling(msg: common_pb2.SamplingParams) -> SamplingParams:
     try:
         return SamplingParams.model_validate(values)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise InvalidInput(problems, where="sampling") from None
+        raise from_validation(err, "sampling") from None
 
 
 def steering(value: Steering) -> common_pb2.Steering:

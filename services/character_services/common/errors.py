@@ -9,6 +9,7 @@ status codes become library errors again on the client, so callers handle one fa
     Unauthenticated   <-> UNAUTHENTICATED    (no or unknown credentials)
     PermissionDenied  <-> PERMISSION_DENIED  (known caller, not allowed)
     QuotaExceeded     <-> RESOURCE_EXHAUSTED (too much at once: wait for work to finish)
+    HandlerTimeout     -> DEADLINE_EXCEEDED  (read back as ServiceUnavailable)
     other CharacterError -> FAILED_PRECONDITION
     anything else     -> INTERNAL            (a bug; logged with its traceback)
 """
@@ -29,6 +30,11 @@ class ServiceUnavailable(CharacterError):
     """A service could not be reached (down, restarting, or too slow); retrying may help."""
 
 
+class HandlerTimeout(CharacterError):
+    """A handler ran past its deadline (the caller's, capped by the service); its thread is left
+    to finish on its own, the caller is answered now."""
+
+
 def status_code(err: BaseException) -> grpc.StatusCode:
     import grpc
 
@@ -42,6 +48,8 @@ def status_code(err: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(err, QuotaExceeded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(err, HandlerTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
     if isinstance(err, StoreUnavailable | ShuttingDown | ServiceUnavailable):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(err, CharacterError):

@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from character_services.common.catalog import METRICS_PORT_OFFSET, ServiceInfo, 
 from character_services.common.errors import status_code
 from character_services.common.metrics import Metrics
 from character_services.common.security import Guard, Redactor, Transport
+from character_services.common.threads import DaemonPool, handler_deadline, within
 
 log = logging.getLogger("services.rpc")
 
@@ -108,11 +108,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 class _Interceptor(grpc.ServerInterceptor):
     """Per RPC: caller check, size check, error mapping (details redacted), one log line, metrics."""
 
-    def __init__(self, metrics: Metrics, max_request_bytes: int, guard: Guard, redact: Redactor):
+    def __init__(self, metrics: Metrics, max_request_bytes: int, guard: Guard, redact: Redactor,
+                 handlers: DaemonPool, handler_timeout_s: float | None):
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.guard = guard
         self.redact = redact
+        self.handlers = handlers
+        self.handler_timeout_s = handler_timeout_s
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -155,7 +158,8 @@ class _Interceptor(grpc.ServerInterceptor):
                 started, code = time.monotonic(), None
                 try:
                     admit(request, context)
-                    return inner_unary(request, context)
+                    seconds = handler_deadline(context.time_remaining(), self.handler_timeout_s)
+                    return within(self.handlers, seconds, lambda: inner_unary(request, context), method)
                 except Exception as err:
                     code = status_code(err).name if isinstance(err, CharacterError) else None
                     fail(err, context)
@@ -220,12 +224,16 @@ class Server:
         require_client_cert: bool = True,
         health_port: int | None = None,
         redact: Redactor | None = None,
+        handler_timeout_s: float | None = None,
     ):
         """`add(server)` registers the servicer. Port 0 picks a free port; the metrics port
         defaults to port + 1000 and the health port to port + 2000 (free ones when port is 0).
         `on_start` runs once the server listens, `on_stop` first thing when it stops.
         `transport`: TLS or plaintext (default: `Transport.resolve()`); `require_client_cert`:
-        mutual TLS (workers); `guard`: who may call (default: any certificate the CA signed)."""
+        mutual TLS (workers); `guard`: who may call (default: any certificate the CA signed).
+        A unary handler runs until the caller's deadline, capped at `handler_timeout_s` (None: no
+        cap); past it the caller gets DEADLINE_EXCEEDED. Handler threads are daemons, so that a
+        stuck one cannot keep the process alive once the server stopped."""
         self.info = info
         self.host = host
         self.tasks = tasks
@@ -241,9 +249,11 @@ class Server:
         transport_limit = 2 * max_request_bytes
         # Past maximum_concurrent_rpcs gRPC answers RESOURCE_EXHAUSTED instead of queueing, and
         # every admitted RPC has a thread; probes go to the health server's own threads.
+        handlers = DaemonPool(max_concurrent_rpcs, f"{info.name}-handler")
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_concurrent_rpcs, thread_name_prefix=info.name),
-            interceptors=[_Interceptor(self.metrics, max_request_bytes, guard or Guard(), redact or Redactor())],
+            DaemonPool(max_concurrent_rpcs, info.name),
+            interceptors=[_Interceptor(self.metrics, max_request_bytes, guard or Guard(), redact or Redactor(),
+                                       handlers, handler_timeout_s)],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", transport_limit),
@@ -253,7 +263,7 @@ class Server:
         )
         add(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
+        self.health_server = grpc.server(DaemonPool(4, f"{info.name}-health"),
                                          options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         reflection.enable_server_reflection(  # so that grpcurl can call it too

@@ -180,4 +180,4 @@ def build(options: ServeOptions) -> Server:
                   max_request_bytes=options.max_request_bytes, on_start=controller.start, on_stop=stop,
                   transport=options.transport(), guard=guard, require_client_cert=False,
                   health_port=options.health_port, max_concurrent_rpcs=platform.limits.max_concurrent_rpcs,
-                  redact=Redactor(options.store))
+                  redact=Redactor(options.store), handler_timeout_s=platform.limits.rpc_timeout_s)
