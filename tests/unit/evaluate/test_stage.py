@@ -15,7 +15,7 @@ import pytest
 from character.controller.runs import new_run, prepare_stage, save_run
 from character.data import load_chat_prompts
 from character.errors import NotFound
-from character.pipeline.dag import run_id_for, stage_keys
+from character.pipeline.dag import stage_keys
 from character.pipeline.engines import LocalEngines
 from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
@@ -28,6 +28,8 @@ from character.store import open_store
 from character.store.base import Store
 from character.store.datasets import write_dataset
 from typer.testing import CliRunner
+
+from tests.fixtures.runs import run_id_for
 
 MINIMAL = {
     "answer_max_new_tokens": 8,
