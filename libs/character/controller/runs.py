@@ -4,8 +4,9 @@ and the one way from a record to a stage ready to run (`prepare_stage`).
 A record holds the resolved spec (constitution inline, so any worker can run any stage
 from the record alone) and, per stage, its config, key and inputs (resolved and computed once,
 at submit), state, attempts, message and timestamps. A stage runs the config its record holds,
-checked against its digest, its key and the code's config schema version (`prepare_stage`). Stage states move only along `TRANSITIONS`; a
-succeeded stage never moves again, which is what keeps finished work from running twice.
+checked against its digest, its key and the code's config schema version (`prepare_stage`).
+Stage states move only along `TRANSITIONS`; a succeeded stage never moves again, which is what
+keeps finished work from running twice.
 
 Only the controller (`controller/scheduler.py`) changes records; every executor, `oct
 stage` and `oct eval` read a stage's spec, key and inputs through `prepare_stage`.

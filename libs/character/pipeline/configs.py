@@ -30,36 +30,53 @@ class ResolvedConfig(BaseModel):
     """`digest_of(values)`, written with them: a record whose values were edited no longer matches."""
     schema_version: int
     """The stage's `Config.SCHEMA_VERSION` when it was resolved; code with another version refuses it."""
+    given: tuple[str, ...] = ()
+    """The fields the preset and overrides set (the others held the code's defaults): the config is
+    rebuilt from these, as it was resolved, since a validator may ask which fields were given."""
 
     @classmethod
     def of(cls, config: StageConfig) -> ResolvedConfig:
         values = config.model_dump(mode="json")
-        return cls(values=values, digest=digest_of(values), schema_version=type(config).SCHEMA_VERSION)
+        return cls(
+            values=values,
+            digest=digest_of(values),
+            schema_version=type(config).SCHEMA_VERSION,
+            given=tuple(sorted(config.model_fields_set)),
+        )
 
     def build(self, stage: str) -> Any:
         """The stage's config from these recorded values (no presets), after checking that they
         are the ones recorded and that this code reads them as their writer did."""
         config_cls = stage_module(stage).Config
         if digest_of(self.values) != self.digest:
-            raise InvalidInput(f"the recorded config of stage {stage!r} does not match its digest "
-                               f"{self.digest[:12]}: the record was edited; resubmit the run spec",
-                               where=f"stages.{stage}.config")
+            raise InvalidInput(
+                f"the recorded config of stage {stage!r} does not match its digest "
+                f"{self.digest[:12]}: the record was edited; resubmit the run spec",
+                where=f"stages.{stage}.config",
+            )
         if self.schema_version != config_cls.SCHEMA_VERSION:
-            raise InvalidInput(f"stage {stage!r} was recorded with config schema version {self.schema_version}, "
-                               f"but this code's is {config_cls.SCHEMA_VERSION}: its presets mean something else "
-                               "now; resubmit the run spec to resolve it with this code",
-                               where=f"stages.{stage}.config")
+            raise InvalidInput(
+                f"stage {stage!r} was recorded with config schema version {self.schema_version}, "
+                f"but this code's is {config_cls.SCHEMA_VERSION}: its presets mean something else "
+                "now; resubmit the run spec to resolve it with this code",
+                where=f"stages.{stage}.config",
+            )
         try:
-            return config_cls.model_validate(self.values)
-        except ValidationError as err:
-            fields = ", ".join(sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]}))
-            raise InvalidInput(f"this code no longer accepts the recorded config of stage {stage!r} (fields: "
-                               f"{fields}) although its schema version is the same: resubmit the run spec",
-                               where=f"stages.{stage}.config") from None
+            config = config_cls.model_validate({k: v for k, v in self.values.items() if k in self.given})
+        except ValidationError:
+            config = None
+        if config is None or config.model_dump(mode="json") != self.values:
+            raise InvalidInput(
+                f"this code does not rebuild the recorded config of stage {stage!r} (a field or "
+                "default changed without a new SCHEMA_VERSION): resubmit the run spec",
+                where=f"stages.{stage}.config",
+            )
+        return config
 
 
 def resolve_configs(scale: str, overrides: Mapping[str, dict[str, Any]]) -> dict[str, ResolvedConfig]:
     """Every stage's config at `scale` with its `overrides` (errors name `stages.<stage>.<field>`)."""
-    return {name: ResolvedConfig.of(stage_module(name).Config.for_scale(scale, overrides.get(name),
-                                                                          where=f"stages.{name}"))
-            for name in STAGE_NAMES}
+    return {
+        name: ResolvedConfig.of(stage_module(name).Config.for_scale(scale, overrides.get(name), where=f"stages.{name}"))
+        for name in STAGE_NAMES
+    }
