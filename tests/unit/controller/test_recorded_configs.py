@@ -193,3 +193,27 @@ def test_a_config_this_code_does_not_rebuild_as_recorded_is_refused(tmp_path: Pa
     _edit(store, run_id, lambda doc: doc["stages"]["merge"]["config"].update(given=["dpo_weight", "mode"]))
     with pytest.raises(InvalidInput, match=r"does not rebuild the recorded config of stage 'merge'"):
         prepare_stage(store, run_id, "merge")
+
+
+def test_from_oct_run_to_the_stage_each_config_is_resolved_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from character.pipeline.catalog import STAGE_NAMES, stage_module
+    from character.pipeline.stage import StageConfig
+
+    resolved: list[type] = []
+    for_scale = StageConfig.for_scale.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(cls)
+        return for_scale(cls, *args, **kwargs)
+
+    monkeypatch.setattr(StageConfig, "for_scale", classmethod(counted))
+    received: list[Any] = []
+    monkeypatch.setattr(
+        prompts, "run", lambda ctx, config: received.append(config) or StageResult(stage="prompts", key=ctx.key)
+    )
+    spec = _spec(tmp_path)
+    record = run_in_process(spec, open_store(spec.store), until="prompts")
+    assert record.stages["prompts"].state.value == "succeeded" and len(received) == 1
+    assert sorted(c.__module__ for c in resolved) == sorted(stage_module(n).Config.__module__ for n in STAGE_NAMES)
