@@ -120,7 +120,11 @@ class RunSpec(BaseModel):
     def stage_config(self, stage: str) -> Any:
         """The config of one stage, built from its resolved (or recorded) values, never from the
         presets again."""
-        return self.stage_configs()[stage].build(stage)
+        configs = self.stage_configs()
+        if stage not in configs:  # a run recorded by older code whose config could not be recovered
+            raise InvalidInput(f"the run holds no config for stage {stage!r} (recorded by older code with "
+                               "other presets): resubmit the run spec", where=f"stages.{stage}")
+        return configs[stage].build(stage)
 
     def validate_all(self) -> RunSpec:
         """Resolve the constitution and every stage config; returns the resolved spec."""

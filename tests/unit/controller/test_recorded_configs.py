@@ -217,3 +217,15 @@ def test_from_oct_run_to_the_stage_each_config_is_resolved_once(
     record = run_in_process(spec, open_store(spec.store), until="prompts")
     assert record.stages["prompts"].state.value == "succeeded" and len(received) == 1
     assert sorted(c.__module__ for c in resolved) == sorted(stage_module(n).Config.__module__ for n in STAGE_NAMES)
+
+
+def test_a_stage_reading_another_stages_unrecovered_config_is_told_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, store, run_id = _saved(tmp_path)
+    _edit(store, run_id, _strip_configs)
+    monkeypatch.setitem(dpo.Config.PRESETS["demo"], "beta", 0.5)
+    spec = load_run(store, run_id).run_spec()  # prompts' config recovered, dpo's not
+    assert spec.stage_config("prompts").target_per_trait == 8
+    with pytest.raises(InvalidInput, match=r"holds no config for stage 'dpo'"):
+        spec.stage_config("dpo")
