@@ -22,7 +22,8 @@ from character.store.digest import digest_of
 class ResolvedConfig(BaseModel):
     """One stage's config as resolved at submit, with what proves it unchanged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Stored in run records, which outlive code versions: a newer writer's extra fields are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     values: dict[str, Any]
     """The config's canonical dump (`model_dump(mode="json")`): what the stage's key hashes."""
