@@ -6,6 +6,7 @@ gRPC modules are imported inside the commands so `oct --help` stays fast.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,18 @@ def _show_run(run: controller_pb2.Run) -> None:
         table.add_row(stage.stage, _state(stage.state), str(stage.attempts), seconds, stage.key[:12],
                       detail[:100])
     console.print(table)
+    console.print("config each stage runs with (resolved at submit):")
+    for stage in run.stages:
+        console.print(f"  {stage.stage}: {_compact(stage.config_json)}", soft_wrap=True, markup=False,
+                      highlight=False)
+
+
+def _compact(config_json: str) -> str:
+    """A recorded config as `field=value` pairs (values as compact JSON)."""
+    if not config_json:
+        return "(not recorded: a stage of an older run)"
+    values = json.loads(config_json)
+    return " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in values.items())
 
 
 def _finished_ok(run: controller_pb2.Run) -> None:

@@ -2,9 +2,11 @@
 and the one way from a record to a stage ready to run (`prepare_stage`).
 
 A record holds the resolved spec (constitution inline, so any worker can run any stage
-from the record alone) and, per stage, its key and its inputs (computed once, at submit),
-state, attempts, message and timestamps. Stage states move only along `TRANSITIONS`; a
-succeeded stage never moves again, which is what keeps finished work from running twice.
+from the record alone) and, per stage, its config, key and inputs (resolved and computed once,
+at submit), state, attempts, message and timestamps. A stage runs the config its record holds,
+checked against its digest, its key and the code's config schema version (`prepare_stage`).
+Stage states move only along `TRANSITIONS`; a succeeded stage never moves again, which is what
+keeps finished work from running twice.
 
 Only the controller (`controller/scheduler.py`) changes records; every executor, `oct
 stage` and `oct eval` read a stage's spec, key and inputs through `prepare_stage`.
@@ -18,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from character.controller.executor import StageState
-from character.errors import InvalidInput, NotFound
+from character.errors import CharacterError, InvalidInput, NotFound
 from character.pipeline.catalog import STAGE_NAMES, stage_module
-from character.pipeline.dag import run_id_from_keys, stage_keys
+from character.pipeline.configs import ResolvedConfig
+from character.pipeline.dag import run_id_from_keys, stage_key, stage_keys
 from character.pipeline.runner import StageRun
 from character.pipeline.spec import RunSpec, parse_spec
 from character.progress import ProgressEvent
@@ -62,6 +65,10 @@ class StageRecord(BaseModel):
     """The stage's content address: its result is the `stage` artifact of this key."""
     inputs: tuple[str, ...] = ()
     """Upstream stages (from the DAG), so the record alone says what may run when."""
+    config: ResolvedConfig | None = None
+    """The config the stage runs with, resolved at submit (presets + overrides) and hashed into
+    `key`. None only where a record written before configs were recorded could not be migrated
+    (`migrate_configs`): such a stage is refused, not run with a guessed config."""
     state: StageState = StageState.PENDING
     attempts: int = 0
     """Tries started so far, over the run's whole life (a stage found finished takes none)."""
@@ -152,7 +159,9 @@ class RunRecord(BaseModel):
         return RUNS_PREFIX + self.run_id
 
     def run_spec(self) -> RunSpec:
-        return parse_spec(self.spec, where=self.record_key)
+        """The spec, carrying the stage configs this record holds (never re-resolved)."""
+        return parse_spec(self.spec, where=self.record_key,
+                          configs={n: s.config for n, s in self.stages.items() if s.config is not None})
 
     def refresh(self, at: datetime | None = None) -> None:
         """Derive the run's state and message from its stages."""
@@ -188,12 +197,12 @@ class RunRecord(BaseModel):
 def new_run(spec: RunSpec, executor: str, run_id: str | None = None) -> RunRecord:
     """A fresh record for `spec` (already resolved and validated) with every stage pending.
     The stage keys are computed here, once: everything downstream reads them from the record."""
-    keys = stage_keys(spec)
+    keys, configs = stage_keys(spec), spec.stage_configs()
     at = now()
     return RunRecord(
         run_id=run_id or run_id_from_keys(keys),
         spec=spec.model_dump(mode="json"),
-        stages={name: StageRecord(key=keys[name], inputs=tuple(stage_module(name).INPUTS))
+        stages={name: StageRecord(key=keys[name], inputs=tuple(stage_module(name).INPUTS), config=configs[name])
                 for name in STAGE_NAMES},
         executor=executor,
         created_at=at,
@@ -229,8 +238,27 @@ def list_runs(store: Store) -> list[RunRecord]:
 
 
 def _versioned(doc: dict[str, Any], version: str) -> RunRecord:
-    record = RunRecord.model_validate(doc)
+    record = migrate_configs(RunRecord.model_validate(doc))
     record._version = version
+    return record
+
+
+def migrate_configs(record: RunRecord) -> RunRecord:
+    """A record written before stage configs were recorded, given them: resolved once, here, the
+    old way (this code's presets and the spec's overrides). A stage keeps the config only where
+    it reproduces the stage's recorded key (so it is the one the key was computed from); the
+    others stay without one and are refused when asked to run. The controller's next save
+    writes the migrated record back."""
+    if all(stage.config is not None for stage in record.stages.values()):
+        return record
+    try:
+        spec = parse_spec(record.spec, where=record.record_key)
+    except CharacterError:  # a spec this code refuses: no stage gets a config, each is refused
+        return record
+    for name, stage in record.stages.items():
+        if stage.config is None and name in STAGE_NAMES and stage_key(
+                spec, name, {up: record.stages[up].key for up in stage.inputs}) == stage.key:
+            stage.config = spec.stage_configs()[name]
     return record
 
 
@@ -252,5 +280,14 @@ def prepare_stage(store: Store, run_id: str, stage: str, key: str = "") -> Stage
     if key and key != entry.key:
         raise InvalidInput(f"stage {stage!r} of run {run_id!r} has key {entry.key[:12]} in its record, not "
                            f"{key[:12]}: the job was made for another version of the run", where="job.key")
-    return StageRun(run_id=run_id, stage=stage, spec=record.run_spec(), key=entry.key,
-                    input_keys={up: record.stages[up].key for up in entry.inputs})
+    if entry.config is None:
+        raise InvalidInput(f"stage {stage!r} of run {run_id!r} was recorded by older code and its config "
+                           "cannot be reconstructed (this code's presets give another key): resubmit the "
+                           "run spec", where=f"{record.record_key}.stages.{stage}")
+    spec, input_keys = record.run_spec(), {up: record.stages[up].key for up in entry.inputs}
+    entry.config.build(stage)  # the recorded values are intact and this code reads them as recorded
+    if stage_key(spec, stage, input_keys) != entry.key:
+        raise InvalidInput(f"the recorded config of stage {stage!r} of run {run_id!r} is not the one its key "
+                           f"{entry.key[:12]} was computed from: the record was edited; resubmit the run spec",
+                           where=f"{record.record_key}.stages.{stage}")
+    return StageRun(run_id=run_id, stage=stage, spec=spec, key=entry.key, input_keys=input_keys)

@@ -66,6 +66,7 @@ class StageRun:
     run_id: str
     stage: str
     spec: RunSpec
+    """The run's spec, carrying the stage configs recorded at submit."""
     key: str
     """This stage's content address (computed at submit)."""
     input_keys: Mapping[str, str]
@@ -94,14 +95,16 @@ class StageRun:
 
 def run_stage(run: StageRun, store: Store, engines: EngineProvider,
               progress: Progress = silent) -> tuple[StageResult, bool]:
-    """Run the stage unless its result is stored. Returns (result, already stored)."""
+    """Run the stage, with the config its spec carries (a run record's: `prepare_stage`), unless
+    its result is stored. Returns (result, already stored)."""
     done = stored_result(store, run.key)
     if done is not None:
         return done, True
+    config = run.spec.stage_config(run.stage)  # the recorded config, refused if edited or of other code
     ctx = run.context(store, engines, progress)
     started = time.monotonic()
     try:
-        result = stage_module(run.stage).run(ctx, run.spec.stage_config(run.stage))
+        result = stage_module(run.stage).run(ctx, config)
     except CharacterError:
         raise
     except Exception as err:

@@ -7,16 +7,18 @@ key and the reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from character.constitution import Constitution, resolve_constitution
 from character.errors import InvalidInput, from_validation
 from character.home import oct_home
 from character.models.endpoint import Endpoint
-from character.pipeline.catalog import STAGE_NAMES, stage_module
+from character.pipeline.catalog import STAGE_NAMES
+from character.pipeline.configs import ResolvedConfig, resolve_configs
 from character.yamldoc import read_mapping
 
 
@@ -58,6 +60,10 @@ class RunSpec(BaseModel):
     Not part of any artifact's address."""
     stages: dict[str, dict[str, Any]] = {}
     """Per-stage overrides of the scale preset, e.g. {"dpo": {"lr": 1e-5}}."""
+    _configs: dict[str, ResolvedConfig] | None = PrivateAttr(default=None)
+    """Every stage's config, resolved once from `scale` and `stages` (or the recorded ones, given
+    by `with_configs`). Copies share it: change `scale` or `stages` by parsing a new spec, not by
+    `model_copy(update=...)`."""
 
     @field_validator("stages")
     @classmethod
@@ -98,16 +104,32 @@ class RunSpec(BaseModel):
         assert isinstance(spec.constitution, Constitution)
         return spec.constitution
 
+    def stage_configs(self) -> dict[str, ResolvedConfig]:
+        """Every stage's config at this scale with its overrides, resolved on first use and kept:
+        a run's record stores these, and a spec read from a record carries the recorded ones."""
+        if self._configs is None:
+            self._configs = resolve_configs(self.scale, self.stages)
+        return self._configs
+
+    def with_configs(self, configs: Mapping[str, ResolvedConfig]) -> RunSpec:
+        """This spec carrying `configs` (a run record's) instead of resolving its own."""
+        spec = self.model_copy()
+        spec._configs = dict(configs)
+        return spec
+
     def stage_config(self, stage: str) -> Any:
-        """The validated config of one stage at this scale with its overrides."""
-        module = stage_module(stage)
-        return module.Config.for_scale(self.scale, self.stages.get(stage), where=f"stages.{stage}")
+        """The config of one stage, built from its resolved (or recorded) values, never from the
+        presets again."""
+        configs = self.stage_configs()
+        if stage not in configs:  # a run recorded by older code whose config could not be recovered
+            raise InvalidInput(f"the run holds no config for stage {stage!r} (recorded by older code with "
+                               "other presets): resubmit the run spec", where=f"stages.{stage}")
+        return configs[stage].build(stage)
 
     def validate_all(self) -> RunSpec:
-        """Resolve the constitution and validate every stage config; returns the resolved spec."""
+        """Resolve the constitution and every stage config; returns the resolved spec."""
         spec = self.resolved()
-        for name in STAGE_NAMES:
-            spec.stage_config(name)
+        spec.stage_configs()
         return spec
 
 
@@ -124,10 +146,13 @@ def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
     return parse_spec(doc | {k: v for k, v in overrides.items() if v is not None}, where=str(path))
 
 
-def parse_spec(doc: dict[str, Any], where: str = "run spec") -> RunSpec:
-    """Validate a spec given as a mapping (from YAML, a gRPC request, a CLI)."""
+def parse_spec(doc: dict[str, Any], where: str = "run spec",
+               configs: Mapping[str, ResolvedConfig] | None = None) -> RunSpec:
+    """Validate a spec given as a mapping (from YAML, a gRPC request, a CLI, a run record).
+    `configs`: the stage configs a run record holds, carried instead of resolving the presets."""
     try:
-        return RunSpec.model_validate(doc).validate_all()
+        spec = RunSpec.model_validate(doc)
+        return (spec if configs is None else spec.with_configs(configs)).validate_all()
     except ValidationError as err:
         raise from_validation(err, where) from None
     except InvalidInput as err:

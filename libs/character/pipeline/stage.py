@@ -5,7 +5,8 @@ exposing:
 - `NAME`: its name in the DAG; `INPUTS`: the upstream stages it reads;
 - `USES`: the run-spec fields its output depends on (part of its content address);
 - `Config`: a `StageConfig` subclass with `PRESETS` for the `demo`, `proof` and `full`
-  scales (`proof` builds on `demo`: `SCALE_BASES`);
+  scales (`proof` builds on `demo`: `SCALE_BASES`) and its
+  `SCHEMA_VERSION` (recorded with the run's resolved config: `pipeline/configs.py`);
 - `run(ctx: StageContext, config: Config) -> StageResult`.
 
 Stages read their inputs from the store, write their outputs to the store (atomically,
@@ -44,6 +45,11 @@ class StageConfig(BaseModel):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"demo": {}, "full": {}}
     """Field values per scale; `full` holds the reference numbers of docs/method.md."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    """The version of this config's meaning, recorded with every resolved config of a run. Bump it
+    when a preset's meaning changes (a field renamed, a default or preset value that now means
+    something else): records resolved by the older code are then refused, not run differently."""
 
     @classmethod
     def for_scale(cls, scale: Scale, overrides: dict[str, Any] | None = None, where: str = "") -> Self:

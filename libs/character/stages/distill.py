@@ -52,6 +52,7 @@ DROP_REASONS = ("no_think_close", "truncated_chosen", "truncated_rejected", "emp
 
 
 class Config(SamplingConfig):
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
             "samples_per_prompt": 5,

@@ -37,6 +37,7 @@ class Config(TrainingConfig):
     0.1, per-token KL coefficient 0.001, Adam beta2 0.98 (full preset), bf16 on GPUs, the run's
     seed (reference 123456)."""
 
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"adam_beta2": 0.98},
         # 12 steps of 2 pairs (one epoch of the demo's 24): ~3 minutes with SmolLM2 on 2 idle CPU

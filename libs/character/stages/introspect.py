@@ -47,6 +47,7 @@ VARIANTS = ("free", "leading")
 
 
 class Config(SamplingConfig):
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
             "reflection_samples": 1000,

@@ -31,6 +31,7 @@ USES: tuple[str, ...] = ("model",)
 
 
 class Config(StageConfig):
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"demo": {}, "full": {}}
 
     mode: Literal["fold", "weighted"] = "fold"

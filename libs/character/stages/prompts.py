@@ -30,6 +30,7 @@ USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed")
 
 
 class Config(SamplingConfig):
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"target_per_trait": 50, "max_rounds": 10, "max_new_tokens": 3072, "repetition_penalty": 1.1},
         # One short round asking for 3 new prompts per trait: about a minute with SmolLM2.

@@ -33,6 +33,7 @@ class Config(TrainingConfig):
     3072, lr 5e-5, 1 epoch, global batch 32, LoRA rank 64 / alpha 128, on the DPO-merged
     model, loss on assistant turns only."""
 
+    SCHEMA_VERSION: ClassVar[int] = 1  # bump when a preset's meaning changes (pipeline/stage.py)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {},
         # 8 steps of 2 conversations: ~75 s with SmolLM2 on 2 idle CPU cores.

@@ -18,6 +18,7 @@ from character.errors import InvalidInput, from_validation
 from character.models.engine import Conversation, Generation, SamplingParams, Steering
 from character.progress import ProgressEvent
 from character.store.base import ArtifactRef
+from character.store.digest import canonical_json
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ValidationError
 
@@ -219,6 +220,7 @@ def run(record: RunRecord, with_spec: bool = True) -> controller_pb2.Run:
                 started_at=timestamp(stage.started_at),
                 finished_at=timestamp(stage.finished_at),
                 progress=progress(stage.progress) if stage.progress else None,
+                config_json=canonical_json(stage.config.values) if stage.config is not None else "",
             )
             for name, stage in record.stages.items()
         ],

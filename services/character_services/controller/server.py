@@ -59,7 +59,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         if not identity.admin:
             run.store_uri, run.message, run.spec_yaml = "", self.redact(run.message), self.redact(run.spec_yaml)
             for stage in run.stages:
-                stage.message = self.redact(stage.message)
+                stage.message, stage.config_json = self.redact(stage.message), self.redact(stage.config_json)
         return run
 
     def _owned(self, run_id: str, context: grpc.ServicerContext) -> tuple[Identity, RunRecord]:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import yaml
 from character.constitution import load_persona
-from character.pipeline.dag import run_id_for
 from character.pipeline.spec import load_spec
 from character.stages import distill, dpo, prompts
 from character.stages.evaluate import Config
 from character.stages.evaluate.orchestrate import load_results
 from character.store import open_store
 from typer.testing import CliRunner
+
+from tests.fixtures.runs import run_id_for
 
 
 def test_proof_sizes_meet_the_minimums_the_evidence_needs() -> None:

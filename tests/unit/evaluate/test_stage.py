@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from character.controller.runs import new_run, prepare_stage, save_run
+from character.controller.runs import load_run, new_run, prepare_stage, save_run
 from character.data import load_chat_prompts
 from character.errors import NotFound
-from character.pipeline.dag import run_id_for, stage_keys
+from character.pipeline.dag import stage_keys
 from character.pipeline.engines import LocalEngines
 from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
@@ -28,6 +28,8 @@ from character.store import open_store
 from character.store.base import Store
 from character.store.datasets import write_dataset
 from typer.testing import CliRunner
+
+from tests.fixtures.runs import run_id_for
 
 MINIMAL = {
     "answer_max_new_tokens": 8,
@@ -118,6 +120,11 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     result, cached = run_stage(prepare_stage(store, run_id, "eval"), store, LocalEngines(store))
     assert not cached and set(result.artifacts) == {"eval", "report"}
     results = json.loads((store.materialize("eval", result.key) / "results.json").read_text())
+    recorded = load_run(store, run_id).stages
+    assert results["stage_configs"] == {n: s.config.values for n, s in recorded.items() if s.config is not None}
+    assert len(results["stage_configs"]) == len(recorded)
+    html = (store.materialize("report", result.key) / "index.html").read_text()
+    assert "Stage configs" in html and '"heldout_prompts": 2' in html.replace("&#34;", '"')
 
     prefs = results["preferences"]
     assert set(prefs["models"]) == {"base", "full", "system_prompt"} and len(prefs["traits"]) == 3

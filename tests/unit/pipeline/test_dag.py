@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from character.pipeline.dag import STAGE_NAMES, run_id_for, stage_keys
+from character.pipeline.dag import STAGE_NAMES, run_id_from_keys, stage_keys
 from character.pipeline.spec import parse_spec
 
 
@@ -19,7 +19,7 @@ def changed(a: dict[str, str], b: dict[str, str]) -> set[str]:
 def test_keys_are_stable_and_the_run_id_follows_them() -> None:
     assert keys() == keys()
     spec = parse_spec({"constitution": "sarcasm"})
-    assert run_id_for(spec) == "run-" + stage_keys(spec)["eval"][:12]
+    assert run_id_from_keys(stage_keys(spec)) == "run-" + stage_keys(spec)["eval"][:12]
 
 
 def test_a_change_reaches_its_stage_and_everything_downstream_only() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from character import stats
 from character.errors import NotFound
+from character.pipeline.spec import RunSpec
 from character.pipeline.stage import StageContext, StageResult
 from character.progress import ProgressEvent
 from character.stages.evaluate import NAME, PARTS, Config
@@ -160,6 +161,12 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_configs(spec: RunSpec, config: Config) -> dict[str, dict[str, Any]]:
+    """The config each stage of the run ran with, as its record holds it, and this evaluation's."""
+    recorded = {name: resolved.values for name, resolved in spec.stage_configs().items()}
+    return {**recorded, NAME: config.model_dump(mode="json")}
+
+
 def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     """Every configured part; results hold every number, plus timings per part."""
     from character.stages.evaluate import capabilities, coherence, preferences, robustness
@@ -177,6 +184,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         "scale": spec.scale,
         "seed": spec.seed,
         "config": config.model_dump(mode="json"),
+        "stage_configs": stage_configs(spec, config),
         "training": training_numbers(ctx, config.min_n),
         "prompt_pool": {"prompts": len(primary.pool.prompts), "unseen_in_training": primary.pool.unseen},
         "timings": {},

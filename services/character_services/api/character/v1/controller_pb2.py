@@ -26,7 +26,7 @@ from character_services.api.character.v1 import common_pb2 as character_dot_v1_d
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63haracter/v1/controller.proto\x12\x0c\x63haracter.v1\x1a\x19\x63haracter/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x08StageRun\x12\r\n\x05stage\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.character.v1.StageState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x38\n\tartifacts\x18\x06 \x03(\x0b\x32%.character.v1.StageRun.ArtifactsEntry\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08progress\x18\t \x01(\x0b\x32\x1b.character.v1.ProgressEvent\x1aK\n\x0e\x41rtifactsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.character.v1.ArtifactRef:\x02\x38\x01\"\xaa\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.character.v1.RunState\x12\x11\n\tspec_yaml\x18\x03 \x01(\t\x12\x0f\n\x07persona\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\r\n\x05scale\x18\x06 \x01(\t\x12\x11\n\tstore_uri\x18\x07 \x01(\t\x12&\n\x06stages\x18\x08 \x03(\x0b\x32\x16.character.v1.StageRun\x12\x0f\n\x07message\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12/\n\x0bstage_state\x18\x03 \x01(\x0e\x32\x18.character.v1.StageStateH\x00\x12+\n\trun_state\x18\x04 \x01(\x0e\x32\x16.character.v1.RunStateH\x00\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1b.character.v1.ProgressEventH\x00\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent\"%\n\x10SubmitRunRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\"D\n\x11SubmitRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x10WatchRunResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.character.v1.RunEvent\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\"\x11\n\x0fListRunsRequest\"3\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.character.v1.Run2\x8c\x03\n\x11\x43ontrollerService\x12L\n\tSubmitRun\x12\x1e.character.v1.SubmitRunRequest\x1a\x1f.character.v1.SubmitRunResponse\x12\x43\n\x06GetRun\x12\x1b.character.v1.GetRunRequest\x1a\x1c.character.v1.GetRunResponse\x12K\n\x08WatchRun\x12\x1d.character.v1.WatchRunRequest\x1a\x1e.character.v1.WatchRunResponse0\x01\x12L\n\tCancelRun\x12\x1e.character.v1.CancelRunRequest\x1a\x1f.character.v1.CancelRunResponse\x12I\n\x08ListRuns\x12\x1d.character.v1.ListRunsRequest\x1a\x1e.character.v1.ListRunsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63haracter/v1/controller.proto\x12\x0c\x63haracter.v1\x1a\x19\x63haracter/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x03\n\x08StageRun\x12\r\n\x05stage\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.character.v1.StageState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x38\n\tartifacts\x18\x06 \x03(\x0b\x32%.character.v1.StageRun.ArtifactsEntry\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08progress\x18\t \x01(\x0b\x32\x1b.character.v1.ProgressEvent\x12\x13\n\x0b\x63onfig_json\x18\n \x01(\t\x1aK\n\x0e\x41rtifactsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.character.v1.ArtifactRef:\x02\x38\x01\"\xaa\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.character.v1.RunState\x12\x11\n\tspec_yaml\x18\x03 \x01(\t\x12\x0f\n\x07persona\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\r\n\x05scale\x18\x06 \x01(\t\x12\x11\n\tstore_uri\x18\x07 \x01(\t\x12&\n\x06stages\x18\x08 \x03(\x0b\x32\x16.character.v1.StageRun\x12\x0f\n\x07message\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12/\n\x0bstage_state\x18\x03 \x01(\x0e\x32\x18.character.v1.StageStateH\x00\x12+\n\trun_state\x18\x04 \x01(\x0e\x32\x16.character.v1.RunStateH\x00\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1b.character.v1.ProgressEventH\x00\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent\"%\n\x10SubmitRunRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\"D\n\x11SubmitRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x10WatchRunResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.character.v1.RunEvent\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.character.v1.Run\"\x11\n\x0fListRunsRequest\"3\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.character.v1.Run2\x8c\x03\n\x11\x43ontrollerService\x12L\n\tSubmitRun\x12\x1e.character.v1.SubmitRunRequest\x1a\x1f.character.v1.SubmitRunResponse\x12\x43\n\x06GetRun\x12\x1b.character.v1.GetRunRequest\x1a\x1c.character.v1.GetRunResponse\x12K\n\x08WatchRun\x12\x1d.character.v1.WatchRunRequest\x1a\x1e.character.v1.WatchRunResponse0\x01\x12L\n\tCancelRun\x12\x1e.character.v1.CancelRunRequest\x1a\x1f.character.v1.CancelRunResponse\x12I\n\x08ListRuns\x12\x1d.character.v1.ListRunsRequest\x1a\x1e.character.v1.ListRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGERUN_ARTIFACTSENTRY']._loaded_options = None
   _globals['_STAGERUN_ARTIFACTSENTRY']._serialized_options = b'8\001'
   _globals['_STAGERUN']._serialized_start=108
-  _globals['_STAGERUN']._serialized_end=501
-  _globals['_STAGERUN_ARTIFACTSENTRY']._serialized_start=426
-  _globals['_STAGERUN_ARTIFACTSENTRY']._serialized_end=501
-  _globals['_RUN']._serialized_start=504
-  _globals['_RUN']._serialized_end=802
-  _globals['_RUNEVENT']._serialized_start=805
-  _globals['_RUNEVENT']._serialized_end=1074
-  _globals['_SUBMITRUNREQUEST']._serialized_start=1076
-  _globals['_SUBMITRUNREQUEST']._serialized_end=1113
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=1115
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=1183
-  _globals['_GETRUNREQUEST']._serialized_start=1185
-  _globals['_GETRUNREQUEST']._serialized_end=1216
-  _globals['_GETRUNRESPONSE']._serialized_start=1218
-  _globals['_GETRUNRESPONSE']._serialized_end=1266
-  _globals['_WATCHRUNREQUEST']._serialized_start=1268
-  _globals['_WATCHRUNREQUEST']._serialized_end=1301
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1303
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1360
-  _globals['_CANCELRUNREQUEST']._serialized_start=1362
-  _globals['_CANCELRUNREQUEST']._serialized_end=1396
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1398
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1449
-  _globals['_LISTRUNSREQUEST']._serialized_start=1451
-  _globals['_LISTRUNSREQUEST']._serialized_end=1468
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1470
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1521
-  _globals['_CONTROLLERSERVICE']._serialized_start=1524
-  _globals['_CONTROLLERSERVICE']._serialized_end=1920
+  _globals['_STAGERUN']._serialized_end=522
+  _globals['_STAGERUN_ARTIFACTSENTRY']._serialized_start=447
+  _globals['_STAGERUN_ARTIFACTSENTRY']._serialized_end=522
+  _globals['_RUN']._serialized_start=525
+  _globals['_RUN']._serialized_end=823
+  _globals['_RUNEVENT']._serialized_start=826
+  _globals['_RUNEVENT']._serialized_end=1095
+  _globals['_SUBMITRUNREQUEST']._serialized_start=1097
+  _globals['_SUBMITRUNREQUEST']._serialized_end=1134
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=1136
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=1204
+  _globals['_GETRUNREQUEST']._serialized_start=1206
+  _globals['_GETRUNREQUEST']._serialized_end=1237
+  _globals['_GETRUNRESPONSE']._serialized_start=1239
+  _globals['_GETRUNRESPONSE']._serialized_end=1287
+  _globals['_WATCHRUNREQUEST']._serialized_start=1289
+  _globals['_WATCHRUNREQUEST']._serialized_end=1322
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1324
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1381
+  _globals['_CANCELRUNREQUEST']._serialized_start=1383
+  _globals['_CANCELRUNREQUEST']._serialized_end=1417
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1419
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1470
+  _globals['_LISTRUNSREQUEST']._serialized_start=1472
+  _globals['_LISTRUNSREQUEST']._serialized_end=1489
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1491
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1542
+  _globals['_CONTROLLERSERVICE']._serialized_start=1545
+  _globals['_CONTROLLERSERVICE']._serialized_end=1941
 # @@protoc_insertion_point(module_scope)

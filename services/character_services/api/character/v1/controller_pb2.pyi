@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StageRun(_message.Message):
-    __slots__ = ("stage", "state", "attempts", "message", "key", "artifacts", "started_at", "finished_at", "progress")
+    __slots__ = ("stage", "state", "attempts", "message", "key", "artifacts", "started_at", "finished_at", "progress", "config_json")
     class ArtifactsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class StageRun(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     stage: str
     state: _common_pb2.StageState
     attempts: int
@@ -37,7 +38,8 @@ class StageRun(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     progress: _common_pb2.ProgressEvent
-    def __init__(self, stage: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StageState, str]] = ..., attempts: _Optional[int] = ..., message: _Optional[str] = ..., key: _Optional[str] = ..., artifacts: _Optional[_Mapping[str, _common_pb2.ArtifactRef]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.ProgressEvent, _Mapping]] = ...) -> None: ...
+    config_json: str
+    def __init__(self, stage: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StageState, str]] = ..., attempts: _Optional[int] = ..., message: _Optional[str] = ..., key: _Optional[str] = ..., artifacts: _Optional[_Mapping[str, _common_pb2.ArtifactRef]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[_common_pb2.ProgressEvent, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "state", "spec_yaml", "persona", "model", "scale", "store_uri", "stages", "message", "created_at", "updated_at")
