@@ -21,6 +21,10 @@ from character.pipeline.catalog import STAGE_NAMES
 from character.pipeline.configs import ResolvedConfig, resolve_configs
 from character.yamldoc import read_mapping
 
+EMBEDDING_JUDGE = "embedding"
+"""`judge: embedding` names the sentence-embedding judge of trait choices
+(stages/evaluate/trait_judges.py) instead of a model."""
+
 
 def default_store_uri() -> str:
     """The embedded default store: a folder under OCT_HOME."""
@@ -40,7 +44,9 @@ class RunSpec(BaseModel):
     """The model that writes chosen answers; default: the student prompted with the
     constitution (context distillation)."""
     judge: str | None = None
-    """The model that rates evaluation outputs; default: the teacher."""
+    """The model that rates evaluation outputs (a bundled name, a local folder, an endpoint), or
+    "embedding" for the sentence-embedding judge of trait choices (pairwise coherence then keeps
+    the teacher as its judge); default: the teacher."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for the student and teacher."""
     endpoints: dict[str, Endpoint] = {}
@@ -74,6 +80,12 @@ class RunSpec(BaseModel):
         return stages
 
     @model_validator(mode="after")
+    def _embedding_is_not_an_endpoint(self) -> RunSpec:
+        if EMBEDDING_JUDGE in self.endpoints:
+            raise ValueError(f"endpoints: {EMBEDDING_JUDGE!r} names the embedding judge; call the endpoint otherwise")
+        return self
+
+    @model_validator(mode="after")
     def _student_is_local(self) -> RunSpec:
         if self.model in self.endpoints:
             raise ValueError(
@@ -90,6 +102,12 @@ class RunSpec(BaseModel):
     @property
     def judge_model(self) -> str:
         return self.judge or self.teacher_model
+
+    @property
+    def model_judge(self) -> str:
+        """The model that judges what only a model can (pairwise coherence): the judge, or the
+        teacher when the judge is the embedding judge."""
+        return self.teacher_model if self.judge_model == EMBEDDING_JUDGE else self.judge_model
 
     def resolved(self) -> RunSpec:
         """The same spec with the constitution loaded inline, so the spec alone is enough

@@ -161,7 +161,17 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
 
     assert results["training"]["preference_accuracy"] == {"before": 0.0, "after_dpo": 1.0, "after_sft": 1.0}
     assert len(results["steering"]["layers"]) >= 1
-    assert set(results["timings"]) == {"preferences", "robustness", "coherence", "capabilities"}
+    assert set(results["timings"]) == {"judge_calibration", "preferences", "robustness", "coherence", "capabilities"}
+    # the judge (the tiny model: the teacher) was calibrated first; every judge-based figure says so
+    calibration = results["judge_calibration"]
+    assert calibration["judge"] == str(tiny_model) and calibration["n"] >= 96
+    assert "coherence_judge_calibration" not in results  # the same judge: calibrated once
+    judged = [e["own_trait_choice"] for e in prefs["own_trait_evidence"].values()]
+    judged += [c["evidence"] for c in results["coherence"]["comparisons"]]
+    for figure in judged:
+        assert figure["validity"] == {"valid": calibration["valid"], "reason": calibration["reason"]}
+        assert ("instrument not valid" in figure["sentence"]) == (not calibration["valid"])
+    assert result.metrics["judge_valid"] == calibration["valid"]
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()

@@ -130,6 +130,10 @@ class Ballot:
 
     candidates: tuple[str, ...]
     render: Render
+    text: str | None = None
+    """The reply being judged, for judges that read it alone rather than a rendered
+    conversation (the embedding judge: trait_judges.py); None where there is no such reply
+    (coherence's ballots compare two answers)."""
 
 
 @dataclass(frozen=True)

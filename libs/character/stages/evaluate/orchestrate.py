@@ -169,7 +169,7 @@ def stage_configs(spec: RunSpec, config: Config) -> dict[str, dict[str, Any]]:
 
 def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     """Every configured part; results hold every number, plus timings per part."""
-    from character.stages.evaluate import capabilities, coherence, preferences, robustness
+    from character.stages.evaluate import calibration, capabilities, coherence, preferences, robustness
 
     check_inputs(subjects, config)
     primary = subjects[0]
@@ -195,6 +195,9 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         "coherence": lambda: coherence.evaluate(primary, config),
         "capabilities": lambda: capabilities.evaluate(primary, config),
     }
+    started = time.monotonic()
+    results.update(calibration.judge_calibrations(primary, config))  # before any figure it reads
+    results["timings"]["judge_calibration"] = round(time.monotonic() - started, 2)
     for i, part in enumerate(p for p in PARTS if getattr(config, p)):
         ctx.progress(ProgressEvent("eval", i, None, part))
         started = time.monotonic()
@@ -202,7 +205,8 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         results["timings"][part] = round(time.monotonic() - started, 2)
     if primary.steering_info:
         results["steering"] = primary.steering_info
-    results["headline"] = headline(results)
+    calibration.mark_judged(results)
+    results["headline"] = calibration.guard_headline(results, headline(results))
     results["evidence"] = collect_evidence(results)
     results["summary"] = stats.summary(results["evidence"])
     return results

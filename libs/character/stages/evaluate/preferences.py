@@ -107,7 +107,7 @@ def ballot(prompt: str, answer: str, pair: tuple[str, str]) -> judge.Ballot:
         shown = (pair[order[0]], pair[order[1]])
         return judge_conversation(prompt, answer, shown), shown
 
-    return judge.Ballot(pair, render)
+    return judge.Ballot(pair, render, text=answer)
 
 
 def rate_method(
@@ -126,7 +126,7 @@ def rate_method(
         subject.sampling(seed_offset=1),
         progress=ctx.progress,
     )
-    decisions = subject.decide(
+    decisions = subject.decide_traits(
         [ballot(p, a.text, pair) for p, a, pair in zip(prompts, answers, pairs, strict=True)]
     )
     verdicts = [d.verdict for d in decisions]

@@ -17,6 +17,7 @@ from character.stages.evaluate.methods import METHOD_NAMES, Method
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
+    from character.stages.evaluate.trait_judges import ModelJudge, TraitJudge
 
 PRODUCED_BY = {
     "distill": "the distilled pairs (to keep training prompts out of evaluation)",
@@ -108,19 +109,32 @@ class Subject:
         )
 
     # ------------------------------------------------------------------ judge
-    def decide(self, ballots: Sequence[judge.Ballot]) -> list[judge.Decision]:
-        """The run's judge decides each ballot, the option order taken out unless
+    @property
+    def trait_judge(self) -> TraitJudge:
+        """The run's judge of trait choices (the spec's `judge`: the embedding judge or a model)."""
+        from character.stages.evaluate.trait_judges import trait_judge_for
+
+        spec = self.ctx.spec
+        return trait_judge_for(spec.judge_model, self.ctx.engines, self.config, spec.seed, spec.endpoints,
+                               self.ctx.progress)
+
+    @property
+    def model_judge(self) -> ModelJudge:
+        """The run's model judge (`RunSpec.model_judge`), the option order taken out unless
         `judge_debias` is off (see judge.py)."""
-        return judge.decide(
-            self.ctx.engines.engine(self.ctx.spec.judge_model),
-            ballots,
-            self.config.judge_mode,
-            temperature=self.config.judge_temperature,
-            max_new_tokens=self.config.judge_max_new_tokens,
-            seed=self.ctx.spec.seed,
-            debias=self.config.judge_debias,
-            progress=self.ctx.progress,
-        )
+        from character.stages.evaluate.trait_judges import model_judge_for
+
+        spec = self.ctx.spec
+        return model_judge_for(spec.model_judge, self.ctx.engines, self.config, spec.seed, spec.endpoints,
+                               self.ctx.progress)
+
+    def decide(self, ballots: Sequence[judge.Ballot]) -> list[judge.Decision]:
+        """The run's model judge decides each ballot (pairwise coherence)."""
+        return self.model_judge.decide(ballots)
+
+    def decide_traits(self, ballots: Sequence[judge.Ballot]) -> list[judge.Decision]:
+        """The run's judge of trait choices decides each ballot (revealed preferences)."""
+        return self.trait_judge.decide(ballots)
 
     # ------------------------------------------------------------------ methods
     @property

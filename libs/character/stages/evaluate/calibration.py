@@ -1,0 +1,244 @@
+"""Is the judge an instrument? Its accuracy on known answers, before any figure it reads counts.
+
+The calibration set (data/calibration/judge_traits.jsonl, README beside it) holds replies
+written to express one of two named traits. A judge (`trait_judges.TraitJudge`) is asked
+about each one exactly as the evaluation asks about a model's answer (`preferences.ballot`,
+every order of the two traits), and scored on whether it names the expressed trait; a ballot
+it leaves undecided counts as wrong. The figure: accuracy with a 95% Clopper-Pearson interval,
+an exact binomial test against chance (0.5), n, and the position-bias rate (the share of its
+per-order verdicts that picked the trait shown first; 0.5 is none).
+
+Valid iff the interval lies above chance (so the judge sees traits at all) and the accuracy
+is at least `FLOOR`. Why 0.70: a judge of accuracy a, wrong at random, shrinks a change in
+the share of answers expressing a trait to (2a - 1) of its size. At 0.70 a real change keeps
+40% of its size, so the proof preset's 160 comparisons still detect the 0.5 -> 0.8 shift that
+`stats.MIN_N` is sized for (observed 0.5 -> 0.62); below it, "did not rise" is no evidence,
+and a judge barely above chance on 144 items (lower bound just over 0.5 needs about 0.59)
+would leave less than a fifth of any effect.
+
+Results are cached in the run's store as record `calibrations/<digest>`, keyed by the judge's
+identity (`TraitJudge.identity`: model or encoder and how it is asked) and the set's digest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from character import stats
+from character.errors import InvalidInput, NotFound
+from character.stages.evaluate import preferences
+from character.store.digest import digest_of
+
+if TYPE_CHECKING:
+    from character.stages.evaluate import Config
+    from character.stages.evaluate.subject import Subject
+    from character.stages.evaluate.trait_judges import TraitJudge
+    from character.store.base import Store
+
+FLOOR = 0.70
+"""The lowest calibration accuracy a valid judge may have (see the module docstring)."""
+MAX_ITEMS = 5000
+"""Most items a calibration file may hold (each costs the judge 2 ballots)."""
+MAX_LINE_BYTES = 16_384
+"""Longest line (one item) a calibration file may hold."""
+RECORD_PREFIX = "calibrations/"
+CHANCE = 0.5
+NOT_VALID = "instrument not valid"
+"""Said instead of a figure read off a judge that is not valid."""
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """One known answer: `reply` to `message` expresses `expressed`, one of `traits`."""
+
+    message: str
+    reply: str
+    traits: tuple[str, str]
+    """The two traits offered, in the order the file gives (the judge sees both orders)."""
+    expressed: str
+
+
+def bundled_set() -> Path:
+    """The calibration set shipped with the library."""
+    return Path(str(resources.files("character.data") / "calibration" / "judge_traits.jsonl"))
+
+
+def load_calibration_set(path: str | Path | None = None) -> list[CalibrationItem]:
+    """The items of a calibration file (default: the bundled set), one JSON object a line:
+    {"message", "reply", "traits": [A, B], "expressed": A}; other keys are ignored, blank lines
+    skipped. At most `MAX_ITEMS` items of `MAX_LINE_BYTES` each, checked while reading; any
+    problem is an `InvalidInput` located as file:line and naming the field."""
+    source = Path(path).expanduser() if path is not None else bundled_set()
+    if not source.is_file():
+        raise NotFound(f"no such calibration file: {source}")
+    items: list[CalibrationItem] = []
+    with open(source, "rb") as f:
+        lineno = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            where = f"{source}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise InvalidInput(f"line longer than {MAX_LINE_BYTES} bytes", where=where)
+            if not raw.strip():
+                continue
+            if len(items) == MAX_ITEMS:
+                raise InvalidInput(f"more than {MAX_ITEMS} items", where=where)
+            items.append(_item(raw, where))
+    if not items:
+        raise InvalidInput("no calibration items", where=str(source))
+    return items
+
+
+def _item(raw: bytes, where: str) -> CalibrationItem:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"not UTF-8 text (byte {err.start})", where=where) from None
+    except json.JSONDecodeError as err:
+        raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=where) from None
+    if not isinstance(row, dict):
+        raise InvalidInput(f"a line is a {type(row).__name__}, expected an object", where=where)
+
+    def text(field: str) -> str:
+        value = row.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"field {field!r}: expected a non-empty string", where=where)
+        return value
+
+    traits = row.get("traits")
+    if (
+        not isinstance(traits, list)
+        or len(traits) != 2
+        or not all(isinstance(t, str) and t.strip() for t in traits)
+        or traits[0] == traits[1]
+    ):
+        raise InvalidInput("field 'traits': expected two distinct trait words", where=where)
+    expressed = text("expressed")
+    if expressed not in traits:
+        raise InvalidInput(f"field 'expressed': {expressed!r} is not one of the traits {traits}", where=where)
+    return CalibrationItem(text("message"), text("reply"), (traits[0], traits[1]), expressed)
+
+
+def set_digest(items: Sequence[CalibrationItem]) -> str:
+    """The content address of a calibration set (its items, not its file's bytes)."""
+    return digest_of([asdict(item) for item in items])
+
+
+def calibrate(judge: TraitJudge, items: Sequence[CalibrationItem], min_n: int = stats.MIN_N) -> dict[str, Any]:
+    """The judge's calibration figure on `items` (see the module docstring for the shape)."""
+    ballots = [preferences.ballot(item.message, item.reply, item.traits) for item in items]
+    decisions = judge.decide(ballots)
+    correct = sum(d.verdict == item.expressed for d, item in zip(decisions, items, strict=True))
+    found = stats.share("judge calibration accuracy", correct, len(items), "items", chance=CHANCE, min_n=min_n)
+    firsts = [f for d in decisions for f in d.first_shown if f is not None]
+    valid, reason = _verdict(found)
+    return {
+        "judge": judge.name,
+        "set_digest": set_digest(items),
+        "n": found.n,
+        "accuracy": found.value,
+        "ci_low": found.ci_low,
+        "ci_high": found.ci_high,
+        "p_value": found.p_value,
+        "position_bias": sum(firsts) / len(firsts) if firsts else None,
+        "valid": valid,
+        "reason": reason,
+    }
+
+
+def _verdict(found: stats.Evidence) -> tuple[bool, str]:
+    figure = f"calibration accuracy {found.value:.2f} [{found.ci_low:.2f}, {found.ci_high:.2f}], n = {found.n}"
+    if found.underpowered:
+        return False, f"{figure}: fewer than {found.min_n} items, not a calibration"
+    if found.ci_low is None or found.ci_low <= CHANCE:
+        return False, f"{figure}: not distinguishable from chance ({CHANCE:g})"
+    assert found.value is not None
+    if found.value < FLOOR:
+        return False, f"{figure}: below the floor {FLOOR:.2f}"
+    return True, f"{figure}: above chance ({stats.format_p(found.p_value or 0.0)}) and at least {FLOOR:.2f}"
+
+
+def calibrated(
+    store: Store, judge: TraitJudge, items: Sequence[CalibrationItem], min_n: int = stats.MIN_N
+) -> dict[str, Any]:
+    """`calibrate`, cached in `store` by (judge identity, set digest, min_n)."""
+    key = RECORD_PREFIX + digest_of(
+        {"judge": judge.identity(), "set": set_digest(items), "min_n": min_n, "floor": FLOOR}
+    )
+    cached = store.get_record(key)
+    if cached is not None:
+        return cached
+    result = calibrate(judge, items, min_n)
+    store.put_record(key, result)
+    return result
+
+
+def validity(calibration: dict[str, Any]) -> dict[str, Any]:
+    """The verdict a judge-based figure carries: {valid, reason}."""
+    return {"valid": bool(calibration["valid"]), "reason": str(calibration["reason"])}
+
+
+def not_valid_sentence(figure: dict[str, Any], calibration: dict[str, Any]) -> str:
+    """What the summary says instead of a figure read off an invalid judge."""
+    return f"{figure['figure']}: {NOT_VALID} (judge {calibration['judge']}: {calibration['reason']})."
+
+
+# ----------------------------------------------------------------------------- in the evaluation
+def judge_calibrations(subject: Subject, config: Config) -> dict[str, dict[str, Any]]:
+    """The calibration of each judge the configured parts use, on the bundled set (cached in
+    the run's store): `judge_calibration` for the judge of trait choices (preferences), and
+    `coherence_judge_calibration` where coherence's model judge is another one."""
+    items = load_calibration_set()
+    store, out = subject.ctx.store, {}
+    trait_judge = subject.trait_judge
+    if config.preferences or config.coherence:
+        out["judge_calibration"] = calibrated(store, trait_judge, items, config.min_n)
+    if config.coherence and subject.ctx.spec.model_judge != trait_judge.name:
+        out["coherence_judge_calibration"] = calibrated(store, subject.model_judge, items, config.min_n)
+    return out
+
+
+def mark_judged(results: dict[str, Any]) -> None:
+    """Give every judge-based figure of `results` (trait ratings, the own-trait share, the
+    coherence win rates) its judge's `validity`; a figure from an invalid judge says
+    "instrument not valid" in its summary sentence instead of its value."""
+    traits = results.get("judge_calibration")
+    prefs = results.get("preferences")
+    if traits and prefs:
+        for model in prefs["models"].values():
+            model["validity"] = validity(traits)
+        for found in prefs["own_trait_evidence"].values():
+            for figure in (found["own_trait_choice"], *found["ratings"].values()):
+                _mark(figure, traits)
+    coherent = results.get("coherence_judge_calibration") or traits
+    if coherent and results.get("coherence"):
+        for comparison in results["coherence"]["comparisons"]:
+            _mark(comparison["evidence"], coherent)
+
+
+def _mark(figure: dict[str, Any], calibration: dict[str, Any]) -> None:
+    figure["validity"] = validity(calibration)
+    if not calibration["valid"]:
+        figure["sentence"] = not_valid_sentence(figure, calibration)
+
+
+_JUDGED_HEADLINES = {"spearman_": "judge_calibration", "win_rate_": "coherence_judge_calibration"}
+
+
+def guard_headline(results: dict[str, Any], headline: dict[str, Any]) -> dict[str, Any]:
+    """The headline with the judge's calibration accuracy and validity, and each judge-based
+    number replaced by "instrument not valid" where its judge is not valid."""
+    traits = results.get("judge_calibration")
+    if not traits:
+        return headline
+    out = {**headline, "judge_calibration_accuracy": traits["accuracy"], "judge_valid": traits["valid"]}
+    for prefix, source in _JUDGED_HEADLINES.items():
+        calibration = results.get(source) or traits
+        if not calibration["valid"]:
+            out.update({k: NOT_VALID for k in out if k.startswith(prefix)})
+    return out

@@ -1,0 +1,283 @@
+"""Judge calibration: the bundled known-answer set, its loader's located errors, the validity
+verdict (useless judges are not valid, a judge that knows the answers is), the cache, and
+how an invalid judge's figures are reported.
+
+The judges built to be useless and the answer-key judge are fakes by design (they are the
+instruments under test); the embedding judge is the real MiniLM on the real bundled set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from character.constitution import persona_names, resolve_constitution
+from character.errors import InvalidInput
+from character.stages.evaluate import calibration
+from character.stages.evaluate.calibration import (
+    FLOOR,
+    NOT_VALID,
+    calibrate,
+    calibrated,
+    guard_headline,
+    load_calibration_set,
+    mark_judged,
+)
+from character.stages.evaluate.judge import Ballot, Decision, rotations
+from character.stages.evaluate.trait_judges import EmbeddingJudge
+from character.store import open_store
+
+ITEMS = load_calibration_set()
+RESULT_KEYS = {
+    "judge",
+    "set_digest",
+    "n",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "position_bias",
+    "valid",
+    "reason",
+}
+
+
+class ShownFirstJudge:
+    """Useless by construction: in every order, picks whichever trait is shown first."""
+
+    name = "shown-first"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {"judge": self.name}
+
+    def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+        self.calls += 1
+        out = []
+        for b in ballots:
+            picks = tuple(b.render(order)[1][0] for order in rotations(len(b.candidates)))
+            out.append(
+                Decision(
+                    verdict=picks[0] if len(set(picks)) == 1 else None,
+                    per_order=picks,
+                    first_shown=tuple(True for _ in picks),
+                )
+            )
+        return out
+
+
+class RandomJudge:
+    """Useless by construction: a seeded coin flip per ballot, the same in every order."""
+
+    name = "random"
+
+    def identity(self) -> dict[str, Any]:
+        return {"judge": self.name}
+
+    def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+        rng = random.Random(7)
+        return [_same_in_every_order(b, rng.choice(b.candidates)) for b in ballots]
+
+
+class AnswerKeyJudge:
+    """Reads the answer key: the expressed trait of each known reply."""
+
+    name = "answer-key"
+
+    def __init__(self, items: Sequence[calibration.CalibrationItem]):
+        self.key = {(i.message, i.reply): i.expressed for i in items}
+
+    def identity(self) -> dict[str, Any]:
+        return {"judge": self.name}
+
+    def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+        out = []
+        for b in ballots:
+            conversation, _ = b.render((0, 1))
+            message = conversation[0]["content"].split("<message>\n", 1)[1].split("\n</message>", 1)[0]
+            out.append(_same_in_every_order(b, self.key[(message, str(b.text))]))
+        return out
+
+
+def _same_in_every_order(ballot: Ballot, verdict: str) -> Decision:
+    orders = rotations(len(ballot.candidates))
+    return Decision(
+        verdict=verdict,
+        per_order=tuple(verdict for _ in orders),
+        first_shown=tuple(ballot.candidates[order[0]] == verdict for order in orders),
+    )
+
+
+# ----------------------------------------------------------------------------- the bundled set
+def test_the_bundled_set_has_96_items_over_16_pairs_with_positions_balanced() -> None:
+    pairs = {frozenset(i.traits) for i in ITEMS}
+    assert len(ITEMS) >= 96 and len(pairs) >= 16
+    first = sum(i.expressed == i.traits[0] for i in ITEMS)
+    assert first == len(ITEMS) - first  # the expressed trait is listed first exactly half the time
+    for pair in pairs:  # each trait of a pair is the expressed one equally often
+        expressed = [i.expressed for i in ITEMS if frozenset(i.traits) == pair]
+        assert len(set(expressed)) == 2 and expressed.count(expressed[0]) * 2 == len(expressed)
+
+
+def test_the_bundled_set_covers_every_bundled_personas_trait_words() -> None:
+    words = {w for name in persona_names() for w in resolve_constitution(name).trait_words}
+    covered = {t for i in ITEMS for t in i.traits}
+    assert words <= covered, sorted(words - covered)
+
+
+# ----------------------------------------------------------------------------- the loader
+def _line(**overrides: Any) -> str:
+    item = {"message": "Hi?", "reply": "Hello!", "traits": ["warm", "cold"], "expressed": "warm", "id": 1}
+    return json.dumps({**item, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("{not json", "bad JSON at column 2"),
+        (_line(reply=""), "field 'reply': expected a non-empty string"),
+        (json.dumps({"reply": "x", "traits": ["a", "b"], "expressed": "a"}), "field 'message'"),
+        (_line(traits=["warm"]), "field 'traits': expected two distinct trait words"),
+        (_line(traits=["warm", "warm"]), "field 'traits'"),
+        (_line(expressed="kind"), "field 'expressed': 'kind' is not one of the traits"),
+        ("[1, 2]", "a line is a list, expected an object"),
+    ],
+)
+def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path, bad: str, says: str) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text(f"{_line()}\n\n{bad}\n{_line()}\n")
+    with pytest.raises(InvalidInput) as err:
+        load_calibration_set(path)
+    assert str(err.value).startswith(f"{path}:3: ") and says in str(err.value)
+
+
+def test_other_keys_are_ignored_and_blank_lines_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text(f"\n{_line(note='extra')}\n\n{_line(expressed='cold')}")
+    assert [i.expressed for i in load_calibration_set(path)] == ["warm", "cold"]
+
+
+def test_sizes_are_bounded_before_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "long.jsonl"
+    path.write_text(_line() + "\n" + _line(reply="x" * calibration.MAX_LINE_BYTES) + "\n")
+    with pytest.raises(InvalidInput, match=rf"{path}:2: line longer than {calibration.MAX_LINE_BYTES} bytes"):
+        load_calibration_set(path)
+    monkeypatch.setattr(calibration, "MAX_ITEMS", 2)
+    many = tmp_path / "many.jsonl"
+    many.write_text("\n".join([_line()] * 3))
+    with pytest.raises(InvalidInput, match=rf"{many}:3: more than 2 items"):
+        load_calibration_set(many)
+
+
+def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(InvalidInput, match="no calibration items"):
+        load_calibration_set(path)
+
+
+# ----------------------------------------------------------------------------- validity
+def test_a_judge_that_picks_the_option_shown_first_is_not_valid() -> None:
+    result = calibrate(ShownFirstJudge(), ITEMS)
+    assert set(result) == RESULT_KEYS
+    assert result["position_bias"] == 1.0 and result["accuracy"] == 0.0  # orders disagree: never decided
+    assert not result["valid"] and "not distinguishable from chance" in result["reason"]
+
+
+def test_a_random_judge_is_not_valid() -> None:
+    result = calibrate(RandomJudge(), ITEMS)
+    assert result["ci_low"] <= 0.5 <= result["ci_high"]
+    assert not result["valid"] and result["n"] == len(ITEMS)
+
+
+def test_a_judge_that_reads_the_answer_key_is_valid() -> None:
+    result = calibrate(AnswerKeyJudge(ITEMS), ITEMS)
+    assert result["accuracy"] == 1.0 and result["ci_low"] > FLOOR and result["p_value"] < 1e-10
+    assert result["position_bias"] == pytest.approx(0.5)  # order-free: picks first in one of the two orders
+    assert result["valid"] and result["reason"].startswith("calibration accuracy 1.00")
+
+
+def test_above_chance_but_below_the_floor_is_not_valid() -> None:
+    wrong = iter(range(len(ITEMS)))
+
+    class SometimesRight(AnswerKeyJudge):
+        """Right on 62% of the items: distinguishable from chance, below the floor."""
+
+        def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+            decisions = super().decide(ballots)
+            return [
+                d if next(wrong) % 50 < 31 else _same_in_every_order(b, next(c for c in b.candidates if c != d.verdict))
+                for b, d in zip(ballots, decisions, strict=True)
+            ]
+
+    result = calibrate(SometimesRight(ITEMS), ITEMS)
+    assert result["ci_low"] > 0.5 and result["accuracy"] < FLOOR
+    assert not result["valid"] and f"below the floor {FLOOR:.2f}" in result["reason"]
+
+
+def test_calibrations_are_cached_by_judge_and_set(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    judge = ShownFirstJudge()
+    first = calibrated(store, judge, ITEMS)
+    assert calibrated(store, judge, ITEMS) == first and judge.calls == 1
+    calibrated(store, judge, ITEMS[:40])  # another set: measured again
+    assert judge.calls == 2
+    assert [k for k in store.list_records(calibration.RECORD_PREFIX)]
+
+
+# ----------------------------------------------------------------------------- reporting
+def _results(valid: bool) -> dict[str, Any]:
+    share = {
+        "figure": "share of answers expressing the persona's own traits, full minus base",
+        "sentence": "share ...: 0.20 [0.05, 0.35] ...",
+    }
+    win = {"figure": "win rate vs steering", "sentence": "win rate ...: 0.6 ..."}
+    judged = {"judge": "smollm2", "valid": valid, "reason": "calibration accuracy 0.42 ...", "accuracy": 0.42}
+    return {
+        "judge_calibration": judged,
+        "preferences": {
+            "models": {"base": {}, "full": {}},
+            "own_trait_evidence": {"full": {"own_trait_choice": share, "ratings": {}}},
+        },
+        "coherence": {"comparisons": [{"baseline": "steering", "evidence": win}]},
+    }
+
+
+def test_figures_from_an_invalid_judge_say_instrument_not_valid() -> None:
+    results = _results(valid=False)
+    mark_judged(results)
+    share = results["preferences"]["own_trait_evidence"]["full"]["own_trait_choice"]
+    assert share["validity"] == {"valid": False, "reason": "calibration accuracy 0.42 ..."}
+    assert share["sentence"].startswith(f"{share['figure']}: {NOT_VALID}")
+    assert NOT_VALID in results["coherence"]["comparisons"][0]["evidence"]["sentence"]
+    assert all(m["validity"]["valid"] is False for m in results["preferences"]["models"].values())
+    headline = guard_headline(
+        results, {"spearman_base_vs_full": 0.3, "win_rate_full_vs_steering": 0.6, "macro_f1_full": 0.7}
+    )
+    assert headline["spearman_base_vs_full"] == NOT_VALID and headline["win_rate_full_vs_steering"] == NOT_VALID
+    assert headline["macro_f1_full"] == 0.7 and headline["judge_valid"] is False  # the classifier is no judge
+
+
+def test_figures_from_a_valid_judge_keep_their_sentences() -> None:
+    results = _results(valid=True)
+    mark_judged(results)
+    share = results["preferences"]["own_trait_evidence"]["full"]["own_trait_choice"]
+    assert share["validity"]["valid"] and share["sentence"].startswith("share ...: 0.20")
+    assert guard_headline(results, {"spearman_base_vs_full": 0.3})["spearman_base_vs_full"] == 0.3
+
+
+# ----------------------------------------------------------------------------- the embedding judge
+def test_the_embedding_judge_sees_traits_on_the_bundled_set_and_is_order_free() -> None:
+    """Real MiniLM. Measured: 0.64 [0.55, 0.72] on n = 144 (p = 0.001): above chance, below
+    the floor, so not valid."""
+    result = calibrate(EmbeddingJudge(), ITEMS)
+    assert result["judge"] == "embedding" and result["n"] == len(ITEMS)
+    assert result["ci_low"] > 0.5  # it sees traits
+    assert result["position_bias"] == 0.5  # it never sees the order
+    assert result["valid"] == (result["accuracy"] >= FLOOR)
