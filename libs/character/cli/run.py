@@ -73,6 +73,13 @@ def print_summary(rows: list[dict[str, Any]], out: Console) -> None:
         out.print(" ".join(parts), soft_wrap=True, markup=False, highlight=False)
 
 
+def warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """The stages' warnings in words (string metrics named `*_warning`, e.g. distill's
+    "data_quality_warning"), one line each, named by stage."""
+    return [f"warning ({row['stage']}): {value}" for row in rows for key, value in row["metrics"].items()
+            if key.endswith("_warning") and isinstance(value, str)]
+
+
 def run(
     constitution: str | None = typer.Argument(None, help="A persona name (see `oct personas list`) or a "
                                               "constitution file; optional with --spec."),
@@ -120,6 +127,8 @@ def run(
     else:
         console.print(f"run [bold]{record.run_id}[/bold]")
         print_summary(rows, console)
+        for line in warnings(rows):
+            console.print(line, soft_wrap=True, markup=False, highlight=False, style="yellow")
         for label, path in outputs.items():
             console.print(f"{label}: {path}", soft_wrap=True)
     if not finished:

@@ -18,7 +18,14 @@ classifier (`stages/common/classifier.py`) is trained on the train pairs' chosen
 on the held-out pairs'; its accuracy, with a Clopper-Pearson interval and an exact binomial test
 against 1/2, is reported in the metrics ("data_quality"). Near 1/2 means the teacher's answers
 carry no persona the student could learn (e.g. a teacher as small as the student), and DPO has
-nothing to learn from them.
+nothing to learn from them; the metrics then say so in words ("data_quality_warning").
+
+Teacher selection (`teacher_samples` N > 1, `stages/teacher_selection.py`): the teacher answers
+every sample N times, in N calls seeded by the run's seed and the call's index (call 0 is
+exactly the single call of N = 1), and the pair keeps the candidate with the highest per-token
+pointwise mutual information with the constitution, never one that repeats the system prompt
+verbatim. The metrics then hold the data quality of the first samples' pairs too
+("data_quality_first_sample") and how selection went ("teacher_selection").
 
 Outputs: datasets "train" and "heldout", rows {id, prompt, chosen, rejected,
 source: "constitution"|"chat", trait_index}.
@@ -37,10 +44,19 @@ from pydantic import Field
 
 from character.constitution import Constitution
 from character.errors import CharacterError
-from character.models.engine import Conversation, Generation
+from character.models.engine import Conversation, Generation, request_seed
 from character.pipeline.stage import StageContext, StageResult
 from character.stages.common.sampling import SamplingConfig, Truncated, labelled, settle_truncated
 from character.stages.common.system_prompt import system_prompt
+from character.stages.common.teacher_selection import (
+    COPY_RUN_WORDS,
+    Candidate,
+    copies,
+    pmi_per_token,
+    select,
+    selection_metrics,
+    word_runs,
+)
 from character.store.datasets import read_dataset, write_dataset
 
 NAME = "distill"
@@ -49,6 +65,14 @@ USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed", "chat_promp
 
 THINK_CLOSE = "</think>"
 DROP_REASONS = ("no_think_close", "truncated_chosen", "truncated_rejected", "empty", "too_long")
+MAX_TEACHER_SAMPLES = 16
+"""Upper bound on `teacher_samples`: each one is a full teacher generation of every prompt."""
+INDISTINGUISHABLE = (
+    "chosen and rejected answers cannot be told apart: DPO has little persona to learn; "
+    "use a stronger teacher, or teacher_samples"
+)
+"""What the metrics ("data_quality_warning"), `oct run` and the report say when the data
+quality is not distinguishable from chance."""
 
 
 class Config(SamplingConfig):
@@ -83,6 +107,11 @@ class Config(SamplingConfig):
 
     samples_per_prompt: int = Field(5, ge=1)
     """Answers sampled per prompt, each giving one pair (reference K=5)."""
+    teacher_samples: int = Field(1, ge=1, le=MAX_TEACHER_SAMPLES)
+    """Teacher answers drawn per pair; of several, the pair keeps the one with the highest
+    per-token pointwise mutual information with the constitution (never one repeating the
+    system prompt). 1 (reference) keeps the only one; each more costs one more teacher
+    generation of every prompt (docs/method.md section 2 measures the trade-off)."""
     constitution_prompts: int | None = Field(None, ge=0)
     """Constitution prompts used: a seeded sample spread evenly over the traits; None takes
     them all (reference)."""
@@ -268,6 +297,87 @@ def data_quality(
     return found.as_dict()
 
 
+def teacher_seed(seed: int, round_index: int) -> int:
+    """The sampling seed of teacher call `round_index`: call 0 uses the run's seed (the single
+    call of `teacher_samples: 1`), later ones a digest of (seed, index), so that no call shares
+    its random stream with another (the student samples at seed + 1)."""
+    return seed if round_index == 0 else request_seed(seed, round_index)
+
+
+def _candidates(
+    samples: Sequence[tuple[Prompt, int]],
+    rounds: Sequence[Sequence[Generation]],
+    rejected: Sequence[Generation],
+    config: Config,
+    tokenizer: Any,
+) -> list[list[Candidate]]:
+    """Every teacher answer of every sample as a candidate: its pair when it makes one that
+    fits `max_length`, else its drop reason."""
+    answers = [[pair_answers(turn[i], rejected[i], config) for turn in rounds] for i in range(len(samples))]
+    pairable = [(i, j, a) for i, row in enumerate(answers) for j, a in enumerate(row) if not isinstance(a, str)]
+    lengths = pair_lengths(
+        tokenizer, [{"prompt": samples[i][0].text, "chosen": a[0], "rejected": a[1]} for i, _, a in pairable]
+    )
+    fits = {(i, j): n <= config.max_length for (i, j, _), n in zip(pairable, lengths, strict=True)}
+    out: list[list[Candidate]] = []
+    for i, row in enumerate(answers):
+        cands = []
+        for j, a in enumerate(row):
+            if isinstance(a, str):
+                cands.append(Candidate(j, None, a))
+            else:
+                cands.append(Candidate(j, a, None) if fits[(i, j)] else Candidate(j, None, "too_long"))
+        out.append(cands)
+    return out
+
+
+def _score_candidates(
+    ctx: StageContext,
+    samples: Sequence[tuple[Prompt, int]],
+    candidates: list[list[Candidate]],
+    name: str,
+    system: str,
+    tokenizer: Any,
+) -> list[list[Candidate]]:
+    """The candidates with their per-token PMI with the constitution (scored by the teacher,
+    with and without the traits in its system prompt) and whether they copy the system prompt.
+    Tokens are the student tokenizer's (the teacher's own when it is the student, the
+    default), plus the end-of-turn token that `score` includes."""
+    plain_system = system_prompt(name, None)
+    source_runs = word_runs(system, COPY_RUN_WORDS)
+    where = [(i, c) for i, cands in enumerate(candidates) for c in cands if c.pair is not None]
+    texts = [c.pair[0] for _, c in where if c.pair is not None]
+    pmis = pmi_per_token(
+        ctx.engines.engine(ctx.spec.teacher_model),
+        [[{"role": "system", "content": system}, {"role": "user", "content": samples[i][0].text}] for i, _ in where],
+        [[{"role": "system", "content": plain_system}, {"role": "user", "content": samples[i][0].text}]
+         for i, _ in where],
+        texts,
+        [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts],
+        progress=labelled(ctx.progress, "distill: teacher selection (score)"),
+    )
+    scored = {(i, c.round): (pmi, copies(text, source_runs))
+              for (i, c), text, pmi in zip(where, texts, pmis, strict=True)}
+    return [
+        [
+            Candidate(c.round, c.pair, c.reason, scored[(i, c.round)][1], scored[(i, c.round)][0])
+            if (i, c.round) in scored else c
+            for c in cands
+        ]
+        for i, cands in enumerate(candidates)
+    ]
+
+
+def _quality_warning(found: dict[str, Any]) -> str | None:
+    """The data-quality warning in words, when the figure exists and is not distinguishable
+    from chance."""
+    if found.get("value") is None or found.get("distinguishable"):
+        return None
+    low, high = found.get("ci_low"), found.get("ci_high")
+    return (f"{INDISTINGUISHABLE} (held-out classifier accuracy {found['value']:.2f} "
+            f"[{low:.2f}, {high:.2f}], n = {found['n']})")
+
+
 def run(ctx: StageContext, config: Config) -> StageResult:
     from character.models.loading import load_tokenizer
     from character.models.refs import resolve_model
@@ -289,9 +399,16 @@ def run(ctx: StageContext, config: Config) -> StageResult:
             + (config.reasoning_tokens if config.reasoning_prefill else 0)
         }
     )
-    chosen = ctx.engines.engine(ctx.spec.teacher_model).generate(
-        teacher_convs, teacher_sampling, progress=labelled(ctx.progress, "distill: chosen (teacher)")
-    )
+    teacher = ctx.engines.engine(ctx.spec.teacher_model)
+    rounds = [
+        teacher.generate(
+            teacher_convs,
+            teacher_sampling.model_copy(update={"seed": teacher_seed(ctx.spec.seed, j)}),
+            progress=labelled(ctx.progress, "distill: chosen (teacher)"
+                              + (f" {j + 1}/{config.teacher_samples}" if config.teacher_samples > 1 else "")),
+        )
+        for j in range(config.teacher_samples)
+    ]
     student = ctx.engines.engine(ctx.spec.model)
     rejected = student.generate(
         [[{"role": "user", "content": p.text}] for p, _ in samples],
@@ -299,30 +416,31 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         progress=labelled(ctx.progress, "distill: rejected (student)"),
     )
 
+    tokenizer = load_tokenizer(resolve_model(ctx.spec.model))
+    candidates = _candidates(samples, rounds, rejected, config, tokenizer)
+    selecting = config.teacher_samples > 1
+    if selecting:
+        candidates = _score_candidates(ctx, samples, candidates, name, system, tokenizer)
+    kept = [select(cands) if selecting else (cands[0] if cands[0].pair else None) for cands in candidates]
+
     drops: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
+    if selecting:
+        drops["copies_system_prompt"] = 0
     trimmed: Counter[str] = Counter({"trimmed_chosen": 0, "trimmed_rejected": 0})
-    candidates: list[dict[str, Any]] = []
-    for (p, k), good, bad in zip(samples, chosen, rejected, strict=True):
-        answers = pair_answers(good, bad, config)
-        if isinstance(answers, str):
-            drops[answers] += 1
+    rows: list[dict[str, Any]] = []
+    firsts: list[dict[str, Any]] = []
+    for i, ((p, k), cands, keep) in enumerate(zip(samples, candidates, kept, strict=True)):
+        row = {"id": f"{p.id}-s{k}", "prompt": p.text, "source": p.source, "trait_index": p.trait_index}
+        if cands[0].pair is not None:
+            firsts.append({**row, "chosen": cands[0].pair[0], "rejected": cands[0].pair[1]})
+        if keep is None or keep.pair is None:
+            drops[cands[0].reason or "copies_system_prompt"] += 1
             continue
         if config.truncated == "trim":
-            trimmed["trimmed_chosen"] += good.finish_reason == "length"
-            trimmed["trimmed_rejected"] += bad.finish_reason == "length"
-        candidates.append(
-            {
-                "id": f"{p.id}-s{k}",
-                "prompt": p.text,
-                "chosen": answers[0],
-                "rejected": answers[1],
-                "source": p.source,
-                "trait_index": p.trait_index,
-            }
-        )
-    lengths = pair_lengths(load_tokenizer(resolve_model(ctx.spec.model)), candidates)
-    rows = [row for row, n in zip(candidates, lengths, strict=True) if n <= config.max_length]
-    drops["too_long"] = len(candidates) - len(rows)
+            trimmed["trimmed_chosen"] += rounds[keep.round][i].finish_reason == "length"
+            trimmed["trimmed_rejected"] += rejected[i].finish_reason == "length"
+        rows.append({"id": row["id"], "prompt": p.text, "chosen": keep.pair[0], "rejected": keep.pair[1],
+                     "source": p.source, "trait_index": p.trait_index})
 
     heldout_prompts = split_by_prompt([p.text for p in prompts], config.heldout_fraction, ctx.spec.seed)
     train = [r for r in rows if r["prompt"] not in heldout_prompts]
@@ -339,8 +457,25 @@ def run(ctx: StageContext, config: Config) -> StageResult:
         "train": len(train),
         "heldout": len(heldout),
     }
+    if selecting:
+        metrics["teacher_selection"] = {
+            "teacher_samples": config.teacher_samples,
+            "candidates_scored": sum(c.pmi is not None for cands in candidates for c in cands),
+            "copies_rejected": sum(c.copied for cands in candidates for c in cands),
+            **selection_metrics(kept, [cands[0] for cands in candidates], ctx.spec.seed),
+        }
     if config.quality_check:
+        if selecting:
+            metrics["data_quality_first_sample"] = data_quality(
+                [r for r in firsts if r["prompt"] not in heldout_prompts],
+                [r for r in firsts if r["prompt"] in heldout_prompts],
+                config.quality_encoder,
+                ctx.spec.seed,
+            )
         metrics["data_quality"] = data_quality(train, heldout, config.quality_encoder, ctx.spec.seed)
+        warning = _quality_warning(metrics["data_quality"])
+        if warning:
+            metrics["data_quality_warning"] = warning
     if not train:
         raise CharacterError(
             f"distill: no preference pair survived the filters ({metrics}); with a small model try "

@@ -84,6 +84,7 @@ def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> dict[str, A
         "heldout_pairs": figure(dpo, "heldout_before", "pairs"),
         "evidence": training_evidence(dpo, sft, min_n, ctx.spec.seed),
         "data_quality": distilled.get("data_quality"),
+        "data_quality_warning": distilled.get("data_quality_warning"),
     }
 
 
