@@ -17,6 +17,7 @@ from character.errors import InvalidInput
 from character.home import oct_home
 from character.models.endpoint import Endpoint
 from character.pipeline.catalog import STAGE_NAMES, stage_module
+from character.pipeline.publish import PublishTarget
 from character.yamldoc import read_mapping
 
 
@@ -58,6 +59,10 @@ class RunSpec(BaseModel):
     Not part of any artifact's address."""
     stages: dict[str, dict[str, Any]] = {}
     """Per-stage overrides of the scale preset, e.g. {"dpo": {"lr": 1e-5}}."""
+    publish: PublishTarget | None = None
+    """Publish the run as a named persona once it has succeeded, e.g. {name: sarcasm, tag:
+    latest} (`oct personas trained` lists it; `oct chat NAME` talks to it). Not part of any
+    artifact's address: adding it to a finished run's spec publishes without rerunning."""
 
     @field_validator("stages")
     @classmethod
