@@ -93,7 +93,8 @@ def _loading(persona: TrainedPersona, form: ExportFormat) -> list[str]:
                 'tokenizer = AutoTokenizer.from_pretrained("PATH")',
                 'model = AutoModelForCausalLM.from_pretrained("PATH")',
                 'messages = [{"role": "user", "content": "How was your day?"}]',
-                "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
+                "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",",
+                "                                    return_dict=True)[\"input_ids\"]",
                 "out = model.generate(ids, max_new_tokens=64, do_sample=False)",
                 "print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))"]
         intro = "A plain transformers folder (safetensors weights, tokenizer with its chat template):"
