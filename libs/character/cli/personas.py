@@ -3,6 +3,7 @@ personas, list them and export them (the registry: `character.serving.registry`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +14,14 @@ from rich.table import Table
 from character.constitution import load_constitution, load_persona, persona_names
 
 if TYPE_CHECKING:
+    from character.serving.registry import TrainedPersona
     from character.store.base import Store
 
 console = Console()
 group = typer.Typer(help="Personas: the constitutions (list, show, validate) and the trained ones (publish, trained, "
                     "export).", no_args_is_help=True)
+SERVE_PORT = 8443
+"""The port `oct serve-personas` listens on by default (the curl line printed after a publish)."""
 STORE_HELP = "Local folder or s3://bucket/prefix holding the runs (default $OCT_HOME/store)."
 
 
@@ -66,9 +70,7 @@ def publish(
     """Publish a finished run as NAME:TAG."""
     from character.serving.registry import publish as publish_run
 
-    persona = publish_run(_store(store), run_id, name, tag, shared=shared)
-    console.print(f"published [bold]{persona.ref}[/bold] (record {persona.name}@{persona.record_id}) from run "
-                  f"{persona.run_id}", soft_wrap=True)
+    print_published(publish_run(_store(store), run_id, name, tag, shared=shared), console)
 
 
 @group.command("trained")
@@ -110,6 +112,22 @@ def export(
 
     written = export_persona(_store(store), ref, form, folder)
     console.print(f"wrote {ref} as {form} to {written} (model card: {written / 'README.md'})", soft_wrap=True)
+
+
+def print_published(persona: TrainedPersona, out: Console) -> None:
+    """The persona's name and the two ways to talk to it: `oct chat`, and curl against `oct
+    serve-personas` with the CA and token `oct up` keeps under $OCT_HOME."""
+    from character.home import oct_home
+
+    home = oct_home()
+    name = persona.name if persona.tag == "latest" else persona.ref
+    body = json.dumps({"model": name, "messages": [{"role": "user", "content": "How was your day?"}]})
+    out.print(f"published persona [bold]{persona.ref}[/bold] (record {persona.name}@{persona.record_id}, run "
+              f"{persona.run_id}). Talk to it:", soft_wrap=True)
+    out.print(f"  oct chat {name}", soft_wrap=True, markup=False, highlight=False)
+    out.print(f"  curl --cacert {home}/tls/ca.crt -H \"Authorization: Bearer $(cat {home}/auth/token)\" "
+              f"https://127.0.0.1:{SERVE_PORT}/v1/chat/completions -H 'Content-Type: application/json' "
+              f"-d '{body}'   # with `oct serve-personas` running", soft_wrap=True, markup=False, highlight=False)
 
 
 def _store(uri: str | None) -> Store:

@@ -133,8 +133,13 @@ def publish(store: Store, run_id: str, name: str, tag: str = DEFAULT_TAG, owner:
     return persona
 
 
-def publish_target(store: Store, record: RunRecord, target: PublishTarget) -> TrainedPersona:
-    """Publish a succeeded run as its spec's `publish:` says, as the run's owner."""
+def publish_as_specified(store: Store, record: RunRecord, target: PublishTarget | None = None) -> TrainedPersona | None:
+    """Publish a succeeded run as `target` says (default: its spec's `publish:`), as the run's
+    owner; None when neither names a persona. What `oct run` and the controller do when a run
+    ends (`Controller(on_succeeded=...)`)."""
+    target = target or record.run_spec().publish
+    if target is None:
+        return None
     return publish(store, record.run_id, target.name, target.tag, owner=record.owner, shared=target.shared)
 
 

@@ -15,6 +15,7 @@ Cancel write an audit line naming the caller.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from character.controller.submission import spec_from_submission
 from character.errors import InvalidInput, NotFound
 from character.platform import PlatformConfig
 from character.security.auth import TOKENS_ENV, Authenticator, Identity, QuotaExceeded, check_owner
+from character.serving.registry import publish_as_specified
 from character.store import open_store
 
 from character_services.api.character.v1 import controller_pb2, controller_pb2_grpc
@@ -164,7 +166,9 @@ def build(options: ServeOptions) -> Server:
     config = options.controller or ControllerConfig()
     if config.stage_timeout_s is None:  # the operator's default stage deadline
         config = config.model_copy(update={"stage_timeout_s": platform.limits.stage_timeout_s})
-    controller = Controller(open_store(options.store), executor, config, executor_name=options.executor)
+    store = open_store(options.store)
+    controller = Controller(store, executor, config, executor_name=options.executor,
+                            on_succeeded=functools.partial(publish_as_specified, store))
     servicer = ControllerServicer(controller, guard, platform)
 
     def stop() -> None:
