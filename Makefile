@@ -66,7 +66,7 @@ setup: $(STAMP)  ## create .venv with pinned dependencies and the project (edita
 
 demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~5 min on 2 idle cores)
 	$(BIN)/oct models prepare $(MODEL)
-	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo
+	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo --publish $(PERSONA)-demo
 
 proof: setup  ## the same at proof scale: enough held-out data for powered figures (~35 min on 2 idle cores, longer under load)
 	$(BIN)/oct models prepare $(MODEL)

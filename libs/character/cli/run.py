@@ -91,24 +91,31 @@ def run(
     seed: int | None = typer.Option(None, help="Seed (default 123456)."),
     spec: Path | None = typer.Option(None, help="A run spec YAML; flags override its values."),
     until: str | None = typer.Option(None, help="Stop after this stage."),
+    publish: str | None = typer.Option(None, help="Publish the finished run as NAME[:TAG] (the spec's "
+                                       "`publish:`), and print how to talk to it."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout "
                                  "(everything else goes to stderr)."),
 ) -> None:
     """Train a persona end to end in this process: prompts, distill, DPO, introspect, SFT, merge, eval."""
+    from character.cli.personas import print_published
     from character.cli.progress import bars
     from character.controller.inline_executor import run_in_process
-    from character.errors import CharacterError
+    from character.errors import CharacterError, InvalidInput
     from character.pipeline.catalog import STAGE_NAMES, stage_module
     from character.pipeline.spec import load_spec, parse_spec
+    from character.serving.registry import publish_as_specified
     from character.store import open_store
 
     if until is not None:
         stage_module(until)  # an unknown stage: NotFound listing them
     flags = {"constitution": constitution, "model": model, "teacher": teacher, "judge": judge,
-             "scale": scale, "store": store, "seed": seed}
+             "scale": scale, "store": store, "seed": seed, "publish": _publish_flag(publish)}
     run_spec = load_spec(spec, **flags) if spec else parse_spec({k: v for k, v in flags.items() if v is not None},
                                                                  where="command line")
     stages = STAGE_NAMES if until is None else STAGE_NAMES[: STAGE_NAMES.index(until) + 1]
+    if run_spec.publish is not None and "merge" not in stages:
+        raise InvalidInput(f"a run that stops after {until} has no merged model to publish: drop --until or "
+                           "publish", where="--until")
     the_store = open_store(run_spec.store)
     says = Console(stderr=True) if as_json else console
     says.print(f"persona {run_spec.persona.name}, student {run_spec.model}, scale {run_spec.scale}, "
@@ -120,9 +127,11 @@ def run(
     outputs = {f"{name} {label}": str(the_store.materialize(ref.kind, ref.key))
                for name in ("merge", "eval") if name in stages and finished
                for label, ref in record.stages[name].artifacts.items()}
+    persona = publish_as_specified(the_store, record, run_spec.publish) if finished else None
     if as_json:
         doc = {"run_id": record.run_id, "state": "succeeded" if finished else record.state.value,
-               "store": the_store.uri, "stages": rows, "outputs": outputs}
+               "store": the_store.uri, "stages": rows, "outputs": outputs,
+               "persona": persona.ref if persona is not None else None}
         sys.stdout.write(json.dumps(doc, default=str) + "\n")
     else:
         console.print(f"run [bold]{record.run_id}[/bold]")
@@ -131,9 +140,19 @@ def run(
             console.print(line, soft_wrap=True, markup=False, highlight=False, style="yellow")
         for label, path in outputs.items():
             console.print(f"{label}: {path}", soft_wrap=True)
+    if persona is not None:
+        print_published(persona, says)
     if not finished:
         raise CharacterError(f"run {record.run_id} {record.state.value}: {record.message}. Finished stages "
                              "are kept; run again to continue from there.")
+
+
+def _publish_flag(value: str | None) -> dict[str, str] | None:
+    """`--publish NAME[:TAG]` as the spec's `publish:` mapping (validated with the spec)."""
+    if value is None:
+        return None
+    name, _, tag = value.partition(":")
+    return {"name": name, "tag": tag} if tag else {"name": name}
 
 
 def stage(

@@ -104,8 +104,12 @@ class Controller:
         config: ControllerConfig | None = None,
         executor_name: str = "",
         clock: Callable[[], float] = time.time,
+        on_succeeded: Callable[[RunRecord], object] | None = None,
     ):
+        """`on_succeeded` is called with a copy of each run that succeeds here (e.g. to publish
+        it as its spec's `publish:` says); its failure is logged and leaves the run succeeded."""
         self.store = store
+        self._on_succeeded = on_succeeded
         self.executor = executor
         self.config = config or ControllerConfig()
         self.executor_name = executor_name or type(executor).__name__
@@ -263,11 +267,21 @@ class Controller:
                     log.warning("run changed by another controller; leaving it", extra={"run_id": record.run_id})
                     del self._runs[record.run_id]
                     continue
+                if record.state is StageState.SUCCEEDED and before is not StageState.SUCCEEDED:
+                    self._succeeded(record)
                 if record.state is not before or record.state.final:
                     self._emit(RunEvent(record.run_id, None, record.state, message=record.message))
                 if record.state.final:
                     del self._runs[record.run_id]
                     self._held.pop(record.run_id, None)
+
+    def _succeeded(self, record: RunRecord) -> None:
+        if self._on_succeeded is None:
+            return
+        try:
+            self._on_succeeded(record.model_copy(deep=True))
+        except Exception as err:  # the run's work is done and kept; what follows it is not the run
+            log.warning("after-success hook failed", extra={"run_id": record.run_id, "detail": str(err)})
 
     def _advance(self, record: RunRecord) -> bool:
         """Move the run's stages along; True when the record changed."""

@@ -19,6 +19,7 @@ from character.home import oct_home
 from character.models.endpoint import Endpoint
 from character.pipeline.catalog import STAGE_NAMES
 from character.pipeline.configs import ResolvedConfig, resolve_configs
+from character.pipeline.publish import PublishTarget
 from character.yamldoc import read_mapping
 
 EMBEDDING_JUDGE = "embedding"
@@ -70,6 +71,10 @@ class RunSpec(BaseModel):
     """Every stage's config, resolved once from `scale` and `stages` (or the recorded ones, given
     by `with_configs`). Copies share it: change `scale` or `stages` by parsing a new spec, not by
     `model_copy(update=...)`."""
+    publish: PublishTarget | None = None
+    """Publish the run as a named persona once it has succeeded, e.g. {name: sarcasm, tag:
+    latest} (`oct personas trained` lists it; `oct chat NAME` talks to it). Not part of any
+    artifact's address: adding it to a finished run's spec publishes without rerunning."""
 
     @field_validator("stages")
     @classmethod

@@ -17,6 +17,7 @@ from character.controller.stage_tasks import TaskStatus
 from character.errors import InvalidInput, from_validation
 from character.models.engine import Conversation, Generation, SamplingParams, Steering
 from character.progress import ProgressEvent
+from character.serving.registry import TrainedPersona
 from character.store.base import ArtifactRef
 from character.store.digest import canonical_json
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -240,3 +241,25 @@ def run_event(event: RunEvent) -> controller_pb2.RunEvent:
     elif event.state is not None:
         msg.run_state = run_state(event.state)
     return msg
+
+
+# ---------------------------------------------------------------------- trained personas
+def trained_persona(persona: TrainedPersona) -> controller_pb2.TrainedPersona:
+    return controller_pb2.TrainedPersona(
+        name=persona.name,
+        tag=persona.tag,
+        record_id=persona.record_id,
+        run_id=persona.run_id,
+        owner=persona.owner,
+        shared=persona.shared,
+        persona=persona.persona,
+        constitution_digest=persona.constitution_digest,
+        base_model=persona.base_model,
+        scale=persona.scale,
+        model=artifact(persona.model) if persona.model is not None else None,
+        adapters={stage: artifact(ref) for stage, ref in persona.adapters.items()},
+        stage_keys=persona.stage_keys,
+        figures={key: controller_pb2.EvaluationFigure(**figure.model_dump())
+                 for key, figure in persona.figures.items()},
+        published_at=timestamp(persona.published_at),
+    )

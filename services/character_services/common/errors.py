@@ -10,6 +10,7 @@ status codes become library errors again on the client, so callers handle one fa
     PermissionDenied  <-> PERMISSION_DENIED  (known caller, not allowed)
     QuotaExceeded     <-> RESOURCE_EXHAUSTED (too much at once: wait for work to finish)
     HandlerTimeout     -> DEADLINE_EXCEEDED  (read back as ServiceUnavailable)
+    Conflict          <-> ABORTED            (a concurrent writer changed the record: try again)
     other CharacterError -> FAILED_PRECONDITION
     anything else     -> INTERNAL            (a bug; logged with its traceback)
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from character.controller.stage_tasks import ShuttingDown
 from character.errors import CharacterError, InvalidInput, NotFound, StoreUnavailable
 from character.security.auth import PermissionDenied, QuotaExceeded, Unauthenticated
+from character.store.base import Conflict
 
 if TYPE_CHECKING:
     import grpc
@@ -50,6 +52,8 @@ def status_code(err: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(err, HandlerTimeout):
         return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(err, Conflict):
+        return grpc.StatusCode.ABORTED
     if isinstance(err, StoreUnavailable | ShuttingDown | ServiceUnavailable):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(err, CharacterError):
@@ -73,6 +77,8 @@ def from_rpc_error(err: grpc.RpcError, what: str) -> CharacterError:
         return PermissionDenied(f"{what}: {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return QuotaExceeded(f"{what}: {details}")
+    if code is grpc.StatusCode.ABORTED:
+        return Conflict(f"{what}: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return ServiceUnavailable(f"{what} is unavailable ({code.name if code else 'no answer'}): {details}")
     name = code.name if code is not None else "error"

@@ -10,11 +10,17 @@ INVALID_ARGUMENT before anything is stored.
 Every call is authenticated (bearer token or Kubernetes service-account token); a run
 belongs to its submitter, and only they or an admin may get, watch or cancel it. Submit and
 Cancel write an audit line naming the caller.
+
+Trained personas (PublishPersona, ListTrainedPersonas, GetTrainedPersona) are the registry of
+`character.serving.registry` in the controller's store: only a run's owner (or an admin) may
+publish it, callers see their own personas and the shared ones, and a run whose spec says
+`publish:` is published when it succeeds. Publish writes an audit line too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -26,8 +32,16 @@ from character.controller.runs import RunRecord, new_run
 from character.controller.scheduler import Controller, ControllerConfig
 from character.controller.submission import spec_from_submission
 from character.errors import InvalidInput, NotFound
+from character.pipeline.publish import DEFAULT_TAG
 from character.platform import PlatformConfig
 from character.security.auth import TOKENS_ENV, Authenticator, Identity, QuotaExceeded, check_owner
+from character.serving.registry import (
+    check_visible,
+    get_persona,
+    publish,
+    publish_as_specified,
+    visible_personas,
+)
 from character.store import open_store
 
 from character_services.api.character.v1 import controller_pb2, controller_pb2_grpc
@@ -121,6 +135,32 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
                                                      if identity.admin or r.owner == identity.name])
 
 
+    # ------------------------------------------------------------------ trained personas
+    def PublishPersona(self, request: controller_pb2.PublishPersonaRequest,
+                       context: grpc.ServicerContext) -> controller_pb2.PublishPersonaResponse:
+        identity, _ = self._owned(_run_id(request), context)
+        if not request.name:
+            raise InvalidInput("set name: the persona's name", where="name")
+        persona = publish(self.controller.store, request.run_id, request.name, request.tag or DEFAULT_TAG,
+                          owner=identity.name, shared=request.shared, admin=identity.admin)
+        audit.info("publish", extra={"caller": identity.name, "run_id": request.run_id, "persona": persona.ref,
+                                     "record_id": persona.record_id, "peer": context.peer()})
+        return controller_pb2.PublishPersonaResponse(persona=convert.trained_persona(persona))
+
+    def ListTrainedPersonas(self, request: controller_pb2.ListTrainedPersonasRequest,
+                            context: grpc.ServicerContext) -> controller_pb2.ListTrainedPersonasResponse:
+        identity = self.guard.identity(context)
+        return controller_pb2.ListTrainedPersonasResponse(
+            personas=[convert.trained_persona(p) for p in visible_personas(self.controller.store, identity)])
+
+    def GetTrainedPersona(self, request: controller_pb2.GetTrainedPersonaRequest,
+                          context: grpc.ServicerContext) -> controller_pb2.GetTrainedPersonaResponse:
+        identity = self.guard.identity(context)
+        persona = get_persona(self.controller.store, request.ref)
+        check_visible(identity, persona)
+        return controller_pb2.GetTrainedPersonaResponse(persona=convert.trained_persona(persona))
+
+
 def make_executor(options: ServeOptions) -> Executor:
     """The executor named by `options.executor`."""
     if options.executor == "services":
@@ -164,7 +204,9 @@ def build(options: ServeOptions) -> Server:
     config = options.controller or ControllerConfig()
     if config.stage_timeout_s is None:  # the operator's default stage deadline
         config = config.model_copy(update={"stage_timeout_s": platform.limits.stage_timeout_s})
-    controller = Controller(open_store(options.store), executor, config, executor_name=options.executor)
+    store = open_store(options.store)
+    controller = Controller(store, executor, config, executor_name=options.executor,
+                            on_succeeded=functools.partial(publish_as_specified, store))
     servicer = ControllerServicer(controller, guard, platform)
 
     def stop() -> None:

@@ -60,6 +60,21 @@ class ControllerServiceStub:
                 request_serializer=character_dot_v1_dot_controller__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=character_dot_v1_dot_controller__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.PublishPersona = channel.unary_unary(
+                '/character.v1.ControllerService/PublishPersona',
+                request_serializer=character_dot_v1_dot_controller__pb2.PublishPersonaRequest.SerializeToString,
+                response_deserializer=character_dot_v1_dot_controller__pb2.PublishPersonaResponse.FromString,
+                _registered_method=True)
+        self.ListTrainedPersonas = channel.unary_unary(
+                '/character.v1.ControllerService/ListTrainedPersonas',
+                request_serializer=character_dot_v1_dot_controller__pb2.ListTrainedPersonasRequest.SerializeToString,
+                response_deserializer=character_dot_v1_dot_controller__pb2.ListTrainedPersonasResponse.FromString,
+                _registered_method=True)
+        self.GetTrainedPersona = channel.unary_unary(
+                '/character.v1.ControllerService/GetTrainedPersona',
+                request_serializer=character_dot_v1_dot_controller__pb2.GetTrainedPersonaRequest.SerializeToString,
+                response_deserializer=character_dot_v1_dot_controller__pb2.GetTrainedPersonaResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -102,6 +117,29 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishPersona(self, request, context):
+        """Publish a finished run (its merge stage succeeded) as NAME:TAG: the caller must own the
+        run (or be an admin), and a name belongs to whoever first published it. ABORTED when a
+        concurrent publish moved the tag first (publish again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrainedPersonas(self, request, context):
+        """Every tag's persona the caller may see: its own and the shared ones (admins: all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainedPersona(self, request, context):
+        """One published persona by NAME, NAME:TAG or NAME@RECORD_ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +167,21 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=character_dot_v1_dot_controller__pb2.ListRunsRequest.FromString,
                     response_serializer=character_dot_v1_dot_controller__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'PublishPersona': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishPersona,
+                    request_deserializer=character_dot_v1_dot_controller__pb2.PublishPersonaRequest.FromString,
+                    response_serializer=character_dot_v1_dot_controller__pb2.PublishPersonaResponse.SerializeToString,
+            ),
+            'ListTrainedPersonas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainedPersonas,
+                    request_deserializer=character_dot_v1_dot_controller__pb2.ListTrainedPersonasRequest.FromString,
+                    response_serializer=character_dot_v1_dot_controller__pb2.ListTrainedPersonasResponse.SerializeToString,
+            ),
+            'GetTrainedPersona': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainedPersona,
+                    request_deserializer=character_dot_v1_dot_controller__pb2.GetTrainedPersonaRequest.FromString,
+                    response_serializer=character_dot_v1_dot_controller__pb2.GetTrainedPersonaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +320,87 @@ class ControllerService:
             '/character.v1.ControllerService/ListRuns',
             character_dot_v1_dot_controller__pb2.ListRunsRequest.SerializeToString,
             character_dot_v1_dot_controller__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishPersona(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/character.v1.ControllerService/PublishPersona',
+            character_dot_v1_dot_controller__pb2.PublishPersonaRequest.SerializeToString,
+            character_dot_v1_dot_controller__pb2.PublishPersonaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainedPersonas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/character.v1.ControllerService/ListTrainedPersonas',
+            character_dot_v1_dot_controller__pb2.ListTrainedPersonasRequest.SerializeToString,
+            character_dot_v1_dot_controller__pb2.ListTrainedPersonasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainedPersona(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/character.v1.ControllerService/GetTrainedPersona',
+            character_dot_v1_dot_controller__pb2.GetTrainedPersonaRequest.SerializeToString,
+            character_dot_v1_dot_controller__pb2.GetTrainedPersonaResponse.FromString,
             options,
             channel_credentials,
             insecure,

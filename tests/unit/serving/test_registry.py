@@ -1,0 +1,218 @@
+"""The persona registry on a real local store: publish then get returns the record; a
+republished tag moves while the old record stays readable; of two concurrent publishes of one
+tag exactly one moves it and the other gets Conflict (and publishing again succeeds); an
+unknown name lists the existing ones; names are bounded and located; an unfinished run is
+refused; the evaluation's figures travel with the record; owners keep their names."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from character import stats
+from character.controller.runs import RunRecord, new_run, save_run
+from character.errors import InvalidInput, NotFound
+from character.pipeline.spec import parse_spec
+from character.security.auth import Identity, PermissionDenied
+from character.serving.registry import (
+    check_visible,
+    get_persona,
+    persona_versions,
+    publish,
+    trained_personas,
+    visible_personas,
+)
+from character.stages.evaluate.orchestrate import RECORD_PREFIX, RESULTS_FILE
+from character.store import LocalStore
+from character.store.base import Conflict
+
+from tests.unit.serving.helpers import trained_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, torch_one_thread: None) -> tuple[Path, RunRecord, RunRecord]:
+    """A store holding two finished runs (alice's and bob's) on the tiny model."""
+    root = tmp_path_factory.mktemp("registry")
+    store = LocalStore(root / "store")
+    return root / "store", trained_run(store, root, seed=1, owner="alice"), trained_run(store, root, seed=2,
+                                                                                         owner="alice")
+
+
+@pytest.fixture
+def store(runs: tuple[Path, RunRecord, RunRecord], tmp_path: Path) -> LocalStore:
+    """A fresh copy of the module's store, so each test starts with no personas."""
+    import shutil
+
+    shutil.copytree(runs[0], tmp_path / "store")
+    return LocalStore(tmp_path / "store")
+
+
+def test_publish_then_get_returns_the_record(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    run = runs[1]
+    published = publish(store, run.run_id, "snark", owner="alice")
+    assert get_persona(store, "snark") == published == get_persona(store, "snark:latest")
+    merge, dpo, sft = (run.stages[s] for s in ("merge", "dpo", "sft"))
+    assert published.model == merge.artifacts["model"]
+    assert published.adapters == {"dpo": dpo.artifacts["adapter"], "sft": sft.artifacts["adapter"]}
+    assert list(published.adapters) == ["dpo", "sft"]
+    assert published.stage_keys == {name: stage.key for name, stage in run.stages.items()}
+    assert (published.run_id, published.owner, published.base_model, published.persona) == \
+        (run.run_id, "alice", "tiny", "sarcasm")
+
+
+def test_republishing_moves_the_tag_and_the_old_record_stays_readable(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    first = publish(store, runs[1].run_id, "snark", owner="alice")
+    second = publish(store, runs[2].run_id, "snark", owner="alice")
+    assert get_persona(store, "snark").run_id == runs[2].run_id
+    assert second.record_id != first.record_id
+    assert get_persona(store, f"snark@{first.record_id}") == first
+    assert [p.record_id for p in persona_versions(store, "snark")] == [first.record_id, second.record_id]
+
+
+def test_publishing_the_run_a_tag_names_again_changes_nothing(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    first = publish(store, runs[1].run_id, "snark", owner="alice")
+    assert publish(store, runs[1].run_id, "snark", owner="alice") == first
+    assert len(persona_versions(store, "snark")) == 1
+
+
+def test_tags_are_independent_and_listed(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    publish(store, runs[1].run_id, "snark", tag="v1", owner="alice")
+    publish(store, runs[2].run_id, "snark", tag="v2", owner="alice")
+    publish(store, runs[2].run_id, "dry", owner="alice")
+    listed = [(p.name, p.tag, p.run_id) for p in trained_personas(store)]
+    assert listed == [("dry", "latest", runs[2].run_id), ("snark", "v1", runs[1].run_id),
+                      ("snark", "v2", runs[2].run_id)]
+
+
+class RacingStore(LocalStore):
+    """A real local store whose reads of one tag record wait until `readers` threads have read
+    it, so concurrent publishes all see the same version before any of them writes."""
+
+    def __init__(self, root: Path, key: str, readers: int):
+        super().__init__(root)
+        self._key, self._barrier = key, threading.Barrier(readers, timeout=30)
+
+    def get_record_versioned(self, key: str) -> tuple[dict[str, Any], str] | None:
+        found = super().get_record_versioned(key)
+        if key == self._key and not self._barrier.broken:
+            self._barrier.wait()
+        return found
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-tag", "moved-tag"])
+def test_of_two_concurrent_publishes_of_one_tag_one_wins_and_the_other_gets_conflict(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord], existing: bool) -> None:
+    if existing:
+        publish(store, runs[1].run_id, "snark", owner="alice", shared=True)
+    racing = RacingStore(store.root, "personas/snark/tags/latest", readers=2)
+    outcomes: dict[str, object] = {}
+
+    def attempt(run: RunRecord) -> None:
+        try:
+            outcomes[run.run_id] = publish(racing, run.run_id, "snark", owner="alice")
+        except Conflict as err:
+            outcomes[run.run_id] = err
+
+    threads = [threading.Thread(target=attempt, args=(run,)) for run in runs[1:]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conflicts = [run_id for run_id, out in outcomes.items() if isinstance(out, Conflict)]
+    winners = [run_id for run_id, out in outcomes.items() if not isinstance(out, Conflict)]
+    assert len(conflicts) == 1 and len(winners) == 1, outcomes
+    assert get_persona(store, "snark").run_id == winners[0]
+    loser = outcomes[conflicts[0]]
+    assert "publish again" in str(loser)
+    # Nothing the loser wrote is lost, and publishing again moves the tag to it.
+    assert conflicts[0] in {p.run_id for p in persona_versions(store, "snark")}
+    assert publish(store, conflicts[0], "snark", owner="alice").run_id == conflicts[0]
+    assert get_persona(store, "snark").run_id == conflicts[0]
+
+
+def test_an_unknown_name_lists_the_existing_ones(store: LocalStore,
+                                                  runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    with pytest.raises(NotFound, match="none yet"):
+        get_persona(store, "snark")
+    publish(store, runs[1].run_id, "snark", owner="alice")
+    publish(store, runs[1].run_id, "dry", owner="alice")
+    with pytest.raises(NotFound, match="published personas: dry, snark"):
+        get_persona(store, "wit")
+    with pytest.raises(NotFound, match="no tag 'v9'; its tags: latest"):
+        get_persona(store, "snark:v9")
+
+
+@pytest.mark.parametrize(("name", "tag", "field"), [
+    ("Snark", "latest", "name"), ("snark:v1", "latest", "name"), ("../x", "latest", "name"),
+    ("x" * 65, "latest", "name"), ("snark", "v 1", "tag"), ("snark", "", "tag"),
+])
+def test_bad_names_and_tags_are_refused_naming_the_field(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord],
+                                                         name: str, tag: str, field: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        publish(store, runs[1].run_id, name, tag=tag)
+    assert err.value.where == field
+    assert trained_personas(store) == []
+
+
+@pytest.mark.parametrize("ref", ["", "x" * 300, "snark@123", "snark@" + "g" * 20, "UP:latest", "snark:a/b"])
+def test_bad_references_are_refused(store: LocalStore, ref: str) -> None:
+    with pytest.raises(InvalidInput):
+        get_persona(store, ref)
+
+
+def test_an_unfinished_run_is_refused(store: LocalStore) -> None:
+    spec = parse_spec({"constitution": "sarcasm", "model": "tiny", "store": store.uri})
+    record = new_run(spec, "inline", run_id="run-unfinished")
+    record.refresh()
+    save_run(store, record)
+    with pytest.raises(InvalidInput, match="merge stage is pending") as err:
+        publish(store, "run-unfinished", "snark")
+    assert err.value.where == "run"
+    with pytest.raises(NotFound, match="no run 'run-nothing'"):
+        publish(store, "run-nothing", "snark")
+    assert trained_personas(store) == []
+
+
+def test_the_evaluation_figures_travel_with_the_record(store: LocalStore,
+                                                       runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    run = runs[1]
+    figure = stats.evidence("held-out preference accuracy", 0.7, 40, "held-out pairs", (0.53, 0.83),
+                            "Clopper-Pearson", "binomial test", "chance (0.5)", 0.01)
+    folder = store.root.parent / "eval"
+    folder.mkdir()
+    (folder / RESULTS_FILE).write_text(json.dumps({"evidence": {"dpo_heldout": figure.as_dict()}}))
+    store.put_dir("eval", "eval-key", folder)
+    store.put_record(f"{RECORD_PREFIX}{run.run_id}", {"eval": "eval-key"})
+    found = publish(store, run.run_id, "snark").figures["dpo_heldout"]
+    assert (found.value, found.n, found.ci_low, found.ci_high, found.p_value) == (0.7, 40, 0.53, 0.83, 0.01)
+    assert found.verdict == figure.verdict() and found.distinguishable
+
+
+def test_a_name_belongs_to_its_first_owner(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    publish(store, runs[1].run_id, "snark", owner="alice")
+    with pytest.raises(PermissionDenied):
+        publish(store, runs[2].run_id, "snark", owner="bob")
+    assert get_persona(store, "snark").run_id == runs[1].run_id
+    moved = publish(store, runs[2].run_id, "snark", owner="root", admin=True)
+    assert moved.owner == "alice"  # an admin moves alice's tag; the persona stays hers
+
+
+def test_callers_see_their_own_and_shared_personas(store: LocalStore,
+                                                   runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    mine = publish(store, runs[1].run_id, "snark", owner="alice")
+    publish(store, runs[2].run_id, "dry", owner="alice", shared=True)
+    bob, alice, admin = Identity("bob"), Identity("alice"), Identity("root", frozenset({"admin"}))
+    assert [p.name for p in visible_personas(store, bob)] == ["dry"]
+    assert [p.name for p in visible_personas(store, alice)] == ["dry", "snark"]
+    assert [p.name for p in visible_personas(store, admin)] == ["dry", "snark"]
+    with pytest.raises(PermissionDenied):
+        check_visible(bob, mine)
+    local = publish(store, runs[1].run_id, "local")  # `oct` on one's own machine: owner ""
+    assert [p.name for p in visible_personas(store, Identity(""))] == ["dry"]
+    assert local.owner == ""
+
