@@ -1,0 +1,47 @@
+"""Trained runs for the serving tests: a run record in a real store whose dpo, sft and merge
+stages succeeded with real artifacts (random non-zero LoRA adapters on the tiny model and the
+model the merge stage folds from them), without running the training stages."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from character.controller.executor import StageState
+from character.controller.runs import RunRecord, new_run, save_run, set_result
+from character.models.loading import load_model
+from character.models.refs import resolve_model
+from character.pipeline.spec import parse_spec
+from character.stages import merge
+from character.store.base import Store
+
+from tests.unit.training.helpers import fake_result, random_adapter
+
+BASE = "tiny"
+
+
+def trained_run(store: Store, folder: Path, seed: int, owner: str = "") -> RunRecord:
+    """A run on `store` with a trained persona (adapters from `seed`), saved as its record."""
+    tag = uuid.uuid4().hex[:8]
+    spec = parse_spec({"constitution": "sarcasm", "model": BASE, "store": store.uri, "seed": seed})
+    record = new_run(spec, "inline", run_id=f"run-{seed}-{tag}")
+    record.owner = owner
+    dpo = random_adapter(resolve_model(BASE), folder / f"dpo-{tag}", rank=4, seed=seed)
+    sft = random_adapter(resolve_model(BASE), folder / f"sft-{tag}", rank=8, seed=seed + 1000)
+    refs = {"dpo": store.put_dir("adapter", f"dpo-{tag}", dpo), "sft": store.put_dir("adapter", f"sft-{tag}", sft)}
+    base, tokenizer = load_model(BASE, shared=False)
+    merged_dir = folder / f"merged-{tag}"
+    merge.merged_model(base, dpo, sft, merge.Config()).save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
+    model = store.put_dir("model", f"merged-{tag}", merged_dir)
+    for name, stage in record.stages.items():
+        stage.transition(StageState.RUNNING)
+        if name in refs:
+            set_result(stage, fake_result(name, adapter=refs[name]), cached=False)
+        elif name == "merge":
+            set_result(stage, fake_result(name, model=model), cached=False)
+        else:
+            set_result(stage, fake_result(name), cached=False)
+    record.refresh()
+    save_run(store, record)
+    return record
