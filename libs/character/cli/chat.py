@@ -38,7 +38,8 @@ def chat(
     the_store = open_store(store or default_store_uri())
     persona = resolve(the_store, model)
     pool = PersonaPool(the_store, load_platform_config().limits.max_personas_loaded)
-    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=1.0, seed=seed)
+    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=1.0,
+                              repetition_penalty=1.0, seed=seed)
     session = ChatSession(pool, persona, resolve(the_store, persona.base), sampling)
     console = Console()
     compare = False
@@ -67,8 +68,13 @@ def chat(
             table.add_row(session.ask(line), base_answer)
             console.print(table)
         else:
-            session.ask(line, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+            session.ask(line, on_text=_show)
             typer.echo("")
+
+
+def _show(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
 
 
 def _lines() -> Iterator[str]:
