@@ -70,6 +70,18 @@ class Limits(BaseModel):
     the caller's deadline when sooner; past it the caller gets DEADLINE_EXCEEDED."""
     stage_timeout_s: float = Field(default=48 * 3600.0, gt=0)
     """A stage attempt running longer is cancelled and counted as failed (the default deadline)."""
+    max_personas_loaded: int = Field(default=8, ge=1)
+    """Personas (adapters, or merged models) the persona server keeps loaded; the least recently
+    used one is dropped first and loaded again from the store when asked for."""
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body the persona server reads (JSON bytes)."""
+    max_messages: int = Field(default=256, ge=1)
+    """Messages in one chat completion request."""
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    """Characters of one request's prompt (a completion's prompt, or a chat's messages together)."""
+    max_requests_per_caller: int = Field(default=8, ge=1)
+    """Requests one caller may have in flight at the persona server; more get 429. The
+    completion length is bounded by `max_new_tokens`."""
 
 
 class PlatformConfig(BaseModel):

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from character.cli import evaluate, judge, models, personas, run
+from character.cli import chat, evaluate, judge, models, personas, run, serve_personas
 from character.errors import CharacterError
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ app = typer.Typer(
 COMMAND_PLUGINS = "oct.commands"
 """Entry-point group: each entry is a `register(app: typer.Typer)` adding commands."""
 
-for module in (personas, models, run, evaluate, judge):
+for module in (personas, models, run, evaluate, judge, chat, serve_personas):
     module.register(app)
 for plugin in entry_points(group=COMMAND_PLUGINS):
     plugin.load()(app)

@@ -23,6 +23,8 @@
   cache.
 - Generation stops at `<|im_end|>` (and EOS); an answer cut at max_new_tokens has
   finish_reason "length".
+- `generate_ids` answers one prompt given as token ids, reporting each step (streaming);
+  `unload_adapter` drops an adapter's weights (a bounded cache of adapters evicting it).
 - LoRA adapters (PEFT folders) are loaded once per path and switched per call; with
   adapter=None the adapters are disabled, so the base model answers exactly as before.
   The engine loads its own private copy of the model (adapters are injected into it);
@@ -37,14 +39,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from transformers.cache_utils import DynamicLayer
 
 from character.errors import InvalidInput, NotFound
-from character.models.chat_template import encode_for_scoring, encode_prompts, shared_prefix_length, stop_token_ids
+from character.models.chat_template import (
+    check_context,
+    encode_for_scoring,
+    encode_prompts,
+    shared_prefix_length,
+    stop_token_ids,
+)
 from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
 from character.models.loading import load_model
 from character.progress import Progress, ProgressEvent, silent
@@ -124,8 +132,52 @@ class TransformersEngine(Engine):
                 progress(ProgressEvent(task, min(start + self.batch_size, n), n))
         return [r for r in results if r is not None]
 
-    def _decode(self, model: Any, rows: list[list[int]], sampling: SamplingParams) -> list[list[int]]:
-        """The new tokens of each row, up to its first stop token (included) or max_new_tokens."""
+    def generate_ids(
+        self,
+        prompt: list[int],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        on_step: Callable[[list[int]], None] | None = None,
+    ) -> Generation:
+        """One answer to a prompt given as token ids (a raw completion prompt, or a chat rendered
+        by `encode_prompts`): the same decode as `generate` on a batch of one. `on_step` gets
+        the answer's tokens so far after each step (streaming)."""
+        if not prompt:
+            raise InvalidInput("the prompt is empty; give at least one token", where="prompt")
+        check_context(len(prompt), self._max_positions, "prompt")
+        with self._lock, self._adapter(adapter) as model, self._seeded(sampling.seed), self._torch.inference_mode():
+            row = self._decode(model, [prompt], sampling, None if on_step is None else lambda new: on_step(new[0]))[0]
+        return self._finish(row)
+
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        """The conversation's token ids as `generate` renders it (for `generate_ids`)."""
+        return encode_prompts(self.tokenizer, [conversation], self._max_positions)[0]
+
+    def answer_text(self, tokens: Sequence[int]) -> str:
+        """The text of an answer's tokens so far (`generate_ids`'s `on_step`), up to its stop token."""
+        return self._finish(list(tokens)).text
+
+    def unload_adapter(self, adapter: AdapterRef) -> bool:
+        """Drop a loaded adapter's weights (an LRU of adapters evicting one); False when it was
+        not loaded. A later call with it loads it again."""
+        key = str(Path(adapter).expanduser().resolve())
+        with self._lock:
+            name = self._adapters.pop(key, None)
+            if name is None:
+                return False
+            self._peft.delete_adapter(name)
+            self._peft.base_model.disable_adapter_layers()
+            return True
+
+    def _decode(
+        self,
+        model: Any,
+        rows: list[list[int]],
+        sampling: SamplingParams,
+        on_step: Callable[[list[list[int]]], None] | None = None,
+    ) -> list[list[int]]:
+        """The new tokens of each row, up to its first stop token (included) or max_new_tokens;
+        `on_step` sees them after every step."""
         torch = self._torch
         cache, mask, logits = self._prefill(model, rows, max(len(r) for r in rows) + sampling.max_new_tokens)
         processors = self._processors(sampling)
@@ -139,6 +191,8 @@ class TransformersEngine(Engine):
                 if not done[r]:
                     new[r].append(token)
                     done[r] = token in self._stop_ids
+            if on_step is not None:
+                on_step(new)
             finished = sum(done[r] for r in live)
             if finished == len(live) or step == sampling.max_new_tokens - 1:
                 break

@@ -1,0 +1,44 @@
+"""`oct serve-personas`: the OpenAI-compatible persona server (character.serving.server)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+
+
+def serve_personas(
+    store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8443, help="HTTPS port (0: a free one)."),
+    health_port: int | None = typer.Option(None, help="Plaintext /healthz and /metrics (default: port + 2000)."),
+    tls_dir: str | None = typer.Option(None, help="TLS folder: tls.crt, tls.key, ca.crt (default $OCT_TLS_DIR, "
+                                                  "else the local CA `oct up` makes)."),
+    tokens_file: str | None = typer.Option(None, help="The token file (default $OCT_AUTH_TOKENS, else `oct up`'s "
+                                                      "local one, whose admin token the `oct` client holds)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+) -> None:
+    """Serve the trained personas (by run id) and the base models over an OpenAI-compatible
+    HTTPS API until Ctrl-C or SIGTERM; prints the base URL when ready."""
+    from character.pipeline.spec import default_store_uri
+    from character.serving.server import ServerOptions, build_server
+    from character.store import open_store
+
+    the_store = open_store(store or default_store_uri())
+    server = build_server(the_store, ServerOptions(host=host, port=port, health_port=health_port), tls_dir,
+                          tokens_file, device=device).start()
+    typer.echo(f"serving {the_store.uri} at {server.base_url} (health and metrics: "
+               f"http://{host}:{server.health_port}/healthz, /metrics); CA {server.tls.folder / 'ca.crt'}", )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve-personas")(serve_personas)
