@@ -107,7 +107,7 @@ class EmbeddingJudge:
         return {"judge": EMBEDDING_JUDGE, "encoder": self.encoder, "description": self.description}
 
     def decide(self, ballots: Sequence[judge.Ballot]) -> list[judge.Decision]:
-        from character.stages.classifier import embed
+        from character.stages.common.classifier import embed
 
         unreadable = [i for i, b in enumerate(ballots) if b.text is None]
         if unreadable:
