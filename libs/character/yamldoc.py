@@ -289,7 +289,7 @@ def _bad_yaml(err: yaml.YAMLError, text: str, where: str) -> InvalidInput:
     if isinstance(err, yaml.reader.ReaderError) and isinstance(err.character, int):
         line = text.count("\n", 0, err.position) + 1
         return InvalidInput(
-            f"bad YAML: character #x{err.character:04x} : {err.reason}", where=f"{where}:{line}"
+            f"bad YAML: character #x{err.character:04x}: {err.reason}", where=f"{where}:{line}"
         )
     mark = getattr(err, "problem_mark", None)
     line_part = f":{mark.line + 1}" if mark is not None else ""
