@@ -155,7 +155,7 @@ class _BoundedComposer(Composer):
             if name is not None:
                 earlier = seen.setdefault((key.tag, name), line)
                 if len(seen) == len(node.value):  # the key was there already
-                    raise _Refused(f"duplicate key {_short(name)} (at line {earlier} and line {line}): keep one", line)
+                    raise _Refused(f"duplicate key {_show(name)} (at line {earlier} and line {line}): keep one", line)
             self.path.append(name if name is not None else "?")
             value = self.compose_node(node, key)
             self.path.pop()
@@ -189,9 +189,9 @@ def load(text: str, where: str, budget: Budget | None = None) -> tuple[Any, yaml
     except _Refused as err:
         raise InvalidInput(str(err), where=f"{where}:{err.line}") from None
     except yaml.YAMLError as err:
-        raise _bad_yaml(err, where) from None
+        raise _bad_yaml(err, text, where) from None
     except (ValueError, TypeError, OverflowError) as err:  # e.g. `!!int` of 5,000 digits, a bad timestamp
-        raise InvalidInput(f"bad value: {_short(str(err), 200)}", where=where) from None
+        raise InvalidInput(f"bad value: {_clip(str(err))}", where=where) from None
     finally:
         loader.dispose()
 
@@ -251,7 +251,7 @@ def parse_json(text: str, where: str, budget: Budget | None = None) -> Any:
         if len(doc) < len(pairs):
             names = [k for k, _ in pairs]
             twice = next(k for i, k in enumerate(names) if k in names[:i])
-            raise _Refused(f"duplicate key {_short(twice)}: keep one", 0)
+            raise _Refused(f"duplicate key {_show(twice)}: keep one", 0)
         return doc
 
     try:
@@ -285,13 +285,21 @@ def _tag(event: yaml.CollectionStartEvent) -> str | None:
     return None if event.tag in (None, "!") else str(event.tag)
 
 
-def _bad_yaml(err: yaml.YAMLError, where: str) -> InvalidInput:
+def _bad_yaml(err: yaml.YAMLError, text: str, where: str) -> InvalidInput:
+    if isinstance(err, yaml.reader.ReaderError) and isinstance(err.character, int):
+        line = text.count("\n", 0, err.position) + 1
+        return InvalidInput(
+            f"bad YAML: character #x{err.character:04x}: {err.reason}", where=f"{where}:{line}"
+        )
     mark = getattr(err, "problem_mark", None)
-    line = f":{mark.line + 1}" if mark is not None else ""
+    line_part = f":{mark.line + 1}" if mark is not None else ""
     problem = getattr(err, "problem", None) or str(err)
-    return InvalidInput(f"bad YAML: {_short(problem, 200)}", where=f"{where}{line}")
+    return InvalidInput(f"bad YAML: {_clip(problem)}", where=f"{where}{line_part}")
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, str) or limit <= 60 else value
+def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any) -> str:
+    return _clip(repr(value), 60)

@@ -4,12 +4,15 @@ load test. Each is one kind of work an input can cause when nothing bounds it.""
 
 from __future__ import annotations
 
+import itertools
+
 
 def alias_bomb(levels: int = 9, width: int = 9) -> str:
     """`a: &a [lol x9]`, `b: &b [*a x9]`, ...: 9^9 = 387 M nodes once expanded, in 9 lines."""
     names = "abcdefghijklmnopqrstuvwxyz"[:levels]
     lines = [f"{names[0]}: &{names[0]} [" + ", ".join(['"lol"'] * width) + "]"]
-    lines += [f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * width) + "]" for prev, cur in zip(names, names[1:])]
+    pairs = itertools.pairwise(names)
+    lines += [f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * width) + "]" for prev, cur in pairs]
     return "\n".join(lines) + "\nconstitution: sarcasm\n"
 
 

@@ -23,7 +23,7 @@ from character.platform import PlatformConfig
 from character.store import open_store
 
 from character_services.api.character.v1 import controller_pb2, controller_pb2_grpc
-from character_services.common.server import Server, ServeOptions
+from character_services.common.server import ServeOptions, Server
 from character_services.controller.server import build
 from tests.fixtures.security import Credentials
 from tests.fixtures.stuck_server import call_stuck, stuck_server

@@ -35,7 +35,8 @@ def test_each_problem_is_named_by_its_path_under_the_prefix() -> None:
 
 def test_without_a_location_the_message_is_the_problems_alone() -> None:
     err = from_validation(error_of({"lr": 1.0, "epochs": 1, "values": ["x"]}), None)
-    assert err.where is None and str(err) == "values.0: Input should be a valid integer, unable to parse string as an integer"
+    assert err.where is None
+    assert str(err) == "values.0: Input should be a valid integer, unable to parse string as an integer"
 
 
 def test_many_problems_name_the_first_few_and_count_the_rest() -> None:
