@@ -273,3 +273,26 @@ def test_robustness_answers_each_class_in_one_engine_call(
     persona = train + scenarios * heldout
     # system_prompt's classes, then full's (whose base class is all cached); recognition reuses them
     assert calls == [train + heldout, persona, base_under_attack, persona]
+
+
+def test_judge_embedding_judges_trait_choices_and_leaves_coherence_to_the_teacher(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from character.stages.evaluate import preferences
+    from character.stages.evaluate.calibration import judge_calibrations
+    from character.stages.evaluate.trait_judges import EmbeddingJudge
+
+    spec = parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(tmp_path / "store"),
+                       "judge": "embedding", "stages": {"eval": MINIMAL}})
+    store = open_store(spec.store)
+    save_run(store, new_run(spec, executor="test"))
+    context = prepare_stage(store, run_id_for(spec), "eval").context(store, LocalEngines(store), partial=True)
+    config = spec.stage_config("eval")
+    subject = Subject(context, config)
+    assert isinstance(subject.trait_judge, EmbeddingJudge)
+    assert subject.model_judge.name == str(tiny_model)  # coherence's judge: the teacher
+    reply = "Oh, a true culinary summit. Boil it for nine minutes and try not to be overwhelmed."
+    [decision] = subject.decide_traits([preferences.ballot("How do I boil an egg?", reply, ("earnest", "sarcastic"))])
+    assert decision.verdict in ("earnest", "sarcastic") and len(decision.per_order) == 2
+    found = judge_calibrations(subject, config.only(["preferences"]))
+    assert set(found) == {"judge_calibration"} and found["judge_calibration"]["judge"] == "embedding"

@@ -50,3 +50,13 @@ def test_endpoints_serve_teachers_and_judges_not_the_student() -> None:
     refused({"model": "big", "endpoints": {"big": {"base_url": "http://x/v1"}}}, r"the student is trained here")
     refused({"endpoints": {"big": {"base_url": "judge:8000"}}}, r"endpoints\.big\.base_url: .*not an http\(s\) URL")
     refused({"endpoints": {"big": {"base_url": "http://x/v1", "api_key": "sk-123"}}}, r"api_key: Extra inputs")
+
+
+def test_judge_embedding_leaves_the_model_judge_to_the_teacher() -> None:
+    from character.pipeline.spec import EMBEDDING_JUDGE
+
+    spec = parse_spec({"constitution": "sarcasm", "teacher": "tiny", "judge": EMBEDDING_JUDGE})
+    assert spec.judge_model == EMBEDDING_JUDGE and spec.model_judge == "tiny"
+    assert parse_spec({"constitution": "sarcasm", "judge": "tiny"}).model_judge == "tiny"
+    with pytest.raises(InvalidInput, match="names the embedding judge"):
+        parse_spec({"constitution": "sarcasm", "endpoints": {EMBEDDING_JUDGE: {"base_url": "http://x:1/v1"}}})
