@@ -24,8 +24,9 @@ METRICS: dict[str, Any] = {
 }
 
 
-def stored_run(tmp_path: Path) -> tuple[Path, Path, str]:
-    """A spec file, its store, and the id of its run, every stage finished with METRICS."""
+def stored_run(tmp_path: Path, extra: dict[str, dict[str, Any]] | None = None) -> tuple[Path, Path, str]:
+    """A spec file, its store, and the id of its run, every stage finished with METRICS (and
+    the stage's `extra` metrics)."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text("constitution: sarcasm\nmodel: tiny\n")
     store_dir = tmp_path / "store"
@@ -33,7 +34,8 @@ def stored_run(tmp_path: Path) -> tuple[Path, Path, str]:
     store = open_store(spec.store)
     record = new_run(spec, executor="inline")
     for name, stage in record.stages.items():
-        result = StageResult(stage=name, key=stage.key, metrics={**METRICS, "stage": name})
+        metrics = {**METRICS, "stage": name, **(extra or {}).get(name, {})}
+        result = StageResult(stage=name, key=stage.key, metrics=metrics)
         save_result(store, result)
         set_result(stage, result, cached=False)
     record.refresh()
@@ -65,3 +67,15 @@ def test_json_gives_the_same_summary_machine_readable(tmp_path: Path) -> None:
     for stage in doc["stages"]:
         assert stage["metrics"] == {**METRICS, "stage": stage["stage"]}
         assert stage["state"] == "succeeded" and len(stage["key"]) == 64
+
+
+def test_a_stage_warning_is_printed_in_words_after_the_summary(tmp_path: Path) -> None:
+    from character.stages.distill import INDISTINGUISHABLE
+
+    warning = f"{INDISTINGUISHABLE} (held-out classifier accuracy 0.53 [0.44, 0.62], n = 128)"
+    spec_file, store_dir, _ = stored_run(tmp_path, {"distill": {"data_quality_warning": warning}})
+    out = CliRunner().invoke(app, ["run", "--spec", str(spec_file), "--store", str(store_dir)])
+    assert out.exit_code == 0, out.output + repr(out.exception)
+    lines = out.stdout.splitlines()
+    assert f"warning (distill): {warning}" in lines
+    assert sum(line.startswith("warning ") for line in lines) == 1

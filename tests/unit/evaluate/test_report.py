@@ -63,3 +63,14 @@ def test_demo_figures_are_marked_underpowered_and_powered_ones_carry_their_verdi
     assert held_out["test"] == "McNemar exact test" and held_out["n"] == 40
     assert held_out["distinguishable"] and "distinguishable from no change" in html
     assert held_out["sentence"] in unescape(html)
+
+
+def test_a_distill_data_quality_warning_is_in_the_reports_first_lines(tmp_path: Path) -> None:
+    from character.stages.distill import INDISTINGUISHABLE
+
+    data = results()
+    assert "data-quality-warning" not in write_report(data, tmp_path / "none").read_text()
+    data["training"]["data_quality_warning"] = f"{INDISTINGUISHABLE} (held-out classifier accuracy 0.53)"
+    html = write_report(data, tmp_path / "warned").read_text()
+    top = html[: html.index('<h2 id="summary">')]
+    assert unescape(data["training"]["data_quality_warning"]) in unescape(top)

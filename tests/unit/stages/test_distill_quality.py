@@ -69,3 +69,13 @@ def test_the_full_preset_uses_the_reference_repetition_penalty_and_proof_holds_e
     prompts = (proof.constitution_prompts or 0) + (proof.chat_prompts or 0)
     assert prompts * proof.heldout_fraction * proof.samples_per_prompt >= 64
     assert proof.quality_check
+
+
+def test_indistinguishable_answers_are_said_so_in_words_and_distinguishable_ones_are_not() -> None:
+    same = data_quality(rows(40, 1, distinct=False), rows(20, 2, distinct=False), "minilm", seed=0)
+    warning = distill._quality_warning(same)
+    assert warning is not None and warning.startswith(distill.INDISTINGUISHABLE)
+    assert f"n = {same['n']}" in warning and f"{same['value']:.2f}" in warning
+    apart = data_quality(rows(40, 1, distinct=True), rows(20, 2, distinct=True), "minilm", seed=0)
+    assert distill._quality_warning(apart) is None
+    assert distill._quality_warning(data_quality(rows(1, 1, distinct=True), [], "minilm", seed=0)) is None

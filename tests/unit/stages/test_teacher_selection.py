@@ -44,9 +44,14 @@ class CopyingTeacher(Engine):
     def __init__(self, real: Engine):
         self.real, self.name, self.teacher_calls = real, real.name, 0
 
-    def generate(self, conversations: Sequence[Conversation], sampling: SamplingParams,
-                 adapter: AdapterRef | None = None, steering: Steering | None = None,
-                 progress: Progress = silent) -> list[Generation]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        steering: Steering | None = None,
+        progress: Progress = silent,
+    ) -> list[Generation]:
         out = self.real.generate(conversations, sampling, adapter, steering, progress)
         if conversations and conversations[0][0]["role"] == "system":
             self.teacher_calls += 1
@@ -55,8 +60,13 @@ class CopyingTeacher(Engine):
                 return [Generation(text=copied, finish_reason="stop", num_tokens=40) for _ in out]
         return out
 
-    def score(self, conversations: Sequence[Conversation], continuations: Sequence[str],
-              adapter: AdapterRef | None = None, progress: Progress = silent) -> list[float]:
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: AdapterRef | None = None,
+        progress: Progress = silent,
+    ) -> list[float]:
         return self.real.score(conversations, continuations, adapter, progress)
 
 
@@ -72,22 +82,38 @@ class CopyingEngines(LocalEngines):
         return self.wrapped.setdefault(id(engine), CopyingTeacher(engine))
 
 
-def run_distill(tmp_path: Path, model: Path, teacher_samples: int, copying: bool = False
-                ) -> tuple[StageResult, list[dict[str, Any]], StageContext]:
+def run_distill(
+    tmp_path: Path, model: Path, teacher_samples: int, copying: bool = False
+) -> tuple[StageResult, list[dict[str, Any]], StageContext]:
     store = LocalStore(tmp_path / "store")
-    rows = [{"id": f"c{i}", "trait_index": i % 3, "trait": "t", "prompt": q, "source": "seed"}
-            for i, q in enumerate(QUESTIONS)]
+    rows = [
+        {"id": f"c{i}", "trait_index": i % 3, "trait": "t", "prompt": q, "source": "seed"}
+        for i, q in enumerate(QUESTIONS)
+    ]
     ref = write_dataset(store, "dataset", "fake-prompts", rows)
-    spec = RunSpec(model=str(model), constitution="sarcasm", scale="demo",
-                   stages={"distill": {**SETTINGS, "teacher_samples": teacher_samples}})
+    spec = RunSpec(
+        model=str(model),
+        constitution="sarcasm",
+        scale="demo",
+        seed=123456,
+        stages={"distill": {**SETTINGS, "teacher_samples": teacher_samples}},
+    )
     engines = CopyingEngines(store) if copying else LocalEngines(store)
-    ctx = StageContext(run_id="run-test", spec=spec, constitution=spec.persona, store=store, engines=engines,
-                       key="test-distill",
-                       inputs={"prompts": StageResult(stage="prompts", key="fake", artifacts={"prompts": ref})},
-                       workdir=tmp_path / "work")
+    ctx = StageContext(
+        run_id="run-test",
+        spec=spec,
+        constitution=spec.persona,
+        store=store,
+        engines=engines,
+        key="test-distill",
+        inputs={"prompts": StageResult(stage="prompts", key="fake", artifacts={"prompts": ref})},
+        workdir=tmp_path / "work",
+    )
     result = distill.run(ctx, spec.stage_config("distill"))
-    kept = [*read_dataset(store, "dataset", result.artifacts["train"].key),
-            *read_dataset(store, "dataset", result.artifacts["heldout"].key)]
+    kept = [
+        *read_dataset(store, "dataset", result.artifacts["train"].key),
+        *read_dataset(store, "dataset", result.artifacts["heldout"].key),
+    ]
     return result, kept, ctx
 
 
@@ -97,19 +123,40 @@ def measured_pmi(ctx: StageContext, model: Path, rows: Sequence[dict[str, Any]])
     name = distill.Config.for_scale("demo").name_for(ctx.spec.model)
     engine = ctx.engines.engine(ctx.spec.teacher_model)
     tokenizer = load_tokenizer(model)
-    with_traits = [[{"role": "system", "content": distill.system_prompt(name, ctx.constitution)},
-                    {"role": "user", "content": r["prompt"]}] for r in rows]
-    without = [[{"role": "system", "content": distill.system_prompt(name, None)},
-                {"role": "user", "content": r["prompt"]}] for r in rows]
+    with_traits = [
+        [
+            {"role": "system", "content": distill.system_prompt(name, ctx.constitution)},
+            {"role": "user", "content": r["prompt"]},
+        ]
+        for r in rows
+    ]
+    without = [
+        [{"role": "system", "content": distill.system_prompt(name, None)}, {"role": "user", "content": r["prompt"]}]
+        for r in rows
+    ]
     answers = [r["chosen"] for r in rows]
     a, b = engine.score(with_traits, answers), engine.score(without, answers)
-    return [(x - y) / (len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1)
-            for x, y, t in zip(a, b, answers, strict=True)]
+    return [
+        (x - y) / (len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1)
+        for x, y, t in zip(a, b, answers, strict=True)
+    ]
 
 
-def test_selection_raises_the_measured_pmi_over_the_first_sample(tiny_model: Path, tmp_path: Path) -> None:
-    one, first_rows, ctx = run_distill(tmp_path / "one", tiny_model, 1)
-    three, kept_rows, _ = run_distill(tmp_path / "three", tiny_model, 3)
+Run = tuple[StageResult, list[dict[str, Any]], StageContext]
+
+
+@pytest.fixture(scope="module")
+def one(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_distill(tmp_path_factory.mktemp("one"), tiny_model, 1)
+
+
+@pytest.fixture(scope="module")
+def three(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_distill(tmp_path_factory.mktemp("three"), tiny_model, 3)
+
+
+def test_selection_raises_the_measured_pmi_over_the_first_sample(tiny_model: Path, one: Run, three: Run) -> None:
+    (single, first_rows, ctx), (selected, kept_rows, _) = one, three
     first = measured_pmi(ctx, tiny_model, first_rows)
     kept = measured_pmi(ctx, tiny_model, kept_rows)
     assert len(first) == len(kept) == len(QUESTIONS)
@@ -118,25 +165,27 @@ def test_selection_raises_the_measured_pmi_over_the_first_sample(tiny_model: Pat
     assert [r["id"] for r in first_rows] == [r["id"] for r in kept_rows]
     assert all(k >= f - 1e-4 for k, f in zip(kept, first, strict=True))
     assert sum(kept) / len(kept) > sum(first) / len(first)
-    selection = three.metrics["teacher_selection"]
+    selection = selected.metrics["teacher_selection"]
     assert selection["mean_pmi_kept"] == pytest.approx(sum(kept) / len(kept), abs=1e-3)
     assert selection["mean_pmi_first"] == pytest.approx(sum(first) / len(first), abs=1e-3)
-    assert selection["kept_later_round"] == sum(a["chosen"] != b["chosen"] for a, b in zip(first_rows, kept_rows,
-                                                                                           strict=True)) > 0
+    changed = sum(a["chosen"] != b["chosen"] for a, b in zip(first_rows, kept_rows, strict=True))
+    assert selection["kept_later_round"] == changed > 0
     assert selection["candidates_scored"] == 3 * len(QUESTIONS) and selection["copies_rejected"] == 0
     # the quality figure before selection is the N = 1 run's, on the same pairs
-    assert three.metrics["data_quality_first_sample"] == one.metrics["data_quality"]
-    assert "teacher_selection" not in one.metrics and "data_quality_first_sample" not in one.metrics
+    assert selected.metrics["data_quality_first_sample"] == single.metrics["data_quality"]
+    assert "teacher_selection" not in single.metrics and "data_quality_first_sample" not in single.metrics
 
 
-def test_one_teacher_sample_is_the_single_seeded_teacher_call(tiny_model: Path, tmp_path: Path) -> None:
+def test_one_teacher_sample_is_the_single_seeded_teacher_call(one: Run) -> None:
     """N = 1 keeps the answer of one teacher call at the run's seed, as the stage always did."""
-    _, rows, ctx = run_distill(tmp_path, tiny_model, 1)
+    _, rows, ctx = one
     config = ctx.spec.stage_config("distill")
     assert isinstance(config, distill.Config)
     name = config.name_for(ctx.spec.model)
-    convs = [[{"role": "system", "content": distill.system_prompt(name, ctx.constitution)},
-              {"role": "user", "content": q}] for q in QUESTIONS]
+    convs = [
+        [{"role": "system", "content": distill.system_prompt(name, ctx.constitution)}, {"role": "user", "content": q}]
+        for q in QUESTIONS
+    ]
     answers = ctx.engines.engine(ctx.spec.teacher_model).generate(convs, config.sampling(ctx.spec.seed))
     by_question = sorted(rows, key=lambda r: QUESTIONS.index(r["prompt"]))
     assert [r["chosen"] for r in by_question] == [a.text.strip() for a in answers]
@@ -153,9 +202,10 @@ def test_a_candidate_repeating_the_system_prompt_is_never_kept(tiny_model: Path,
     assert selection["kept_later_round"] == 0
 
 
-def test_the_same_run_selects_the_same_answers(tiny_model: Path, tmp_path: Path) -> None:
-    first, rows, _ = run_distill(tmp_path / "a", tiny_model, 2)
-    again, rows_again, _ = run_distill(tmp_path / "b", tiny_model, 2)
+def test_the_same_run_selects_the_same_answers(tiny_model: Path, tmp_path: Path, three: Run) -> None:
+    """A restarted stage (a resumed run) draws and keeps the same answers."""
+    first, rows, _ = three
+    again, rows_again, _ = run_distill(tmp_path, tiny_model, 3)
     assert rows == rows_again and first.metrics == again.metrics
 
 
@@ -168,11 +218,16 @@ def test_copies_are_runs_of_eight_words_whatever_the_case_and_punctuation() -> N
 
 def test_select_takes_the_highest_pmi_of_the_pairs_that_do_not_copy() -> None:
     pair = ("answer", "plain")
-    cands = [Candidate(0, pair, None, pmi=0.1), Candidate(1, pair, None, copied=True, pmi=0.9),
-             Candidate(2, pair, None, pmi=0.3), Candidate(3, None, "too_long")]
+    cands = [
+        Candidate(0, pair, None, pmi=0.1),
+        Candidate(1, pair, None, copied=True, pmi=0.9),
+        Candidate(2, pair, None, pmi=0.3),
+        Candidate(3, None, "too_long"),
+    ]
     assert select(cands) == cands[2]
-    assert select([Candidate(0, pair, None, pmi=0.2), Candidate(1, pair, None, pmi=0.2)]) == Candidate(0, pair, None,
-                                                                                                       pmi=0.2)
+    assert select([Candidate(0, pair, None, pmi=0.2), Candidate(1, pair, None, pmi=0.2)]) == Candidate(
+        0, pair, None, pmi=0.2
+    )
     assert select([cands[1], cands[3]]) is None
 
 

@@ -27,9 +27,9 @@ from character.progress import Progress, silent
 COPY_RUN_WORDS = 8
 """A candidate copies the system prompt when it shares a run of this many consecutive words
 with it. Eight: the trait sentences of the bundled constitutions run 10-30 words, so any copied
-sentence is caught, while ordinary answers share at most stock phrases of 3-5 words with the
-instructions ("the way you", "as well as the"); over the 256 first-sample SmolLM2 answers of
-the measurement in docs/method.md none of the plain (student) answers shares an 8-word run."""
+sentence is caught, while stock phrases an ordinary answer shares with the instructions run
+3-5 words. Measured on SmolLM2 for sarcasm (docs/method.md section 2): 0 of 63 plain (student)
+answers and 1 of 252 teacher candidates shared an 8-word run."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
