@@ -203,3 +203,28 @@ def _sample(metrics: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in the metrics")
+
+
+def test_the_command_prints_its_base_url_when_ready_and_serves_there(
+    store: LocalStore, credentials: Credentials
+) -> None:
+    import re
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "character.cli", "serve-personas", "--store", store.uri, "--port", "0",
+               "--health-port", "0", "--tls-dir", str(credentials.tls_dir), "--tokens-file",
+               str(credentials.tokens_file), "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        found = re.search(r"at (https://localhost:\d+/v1) ", line)
+        assert found, (line, process.stderr.read() if process.poll() is not None and process.stderr else "")
+        trust = ssl.create_default_context(cafile=str(credentials.tls_dir / "ca.crt"))
+        api = openai.OpenAI(base_url=found.group(1), api_key=credentials.tokens["root"], max_retries=0,
+                            http_client=openai.DefaultHttpxClient(verify=trust), timeout=60)
+        assert "tiny" in {m.id for m in api.models.list()}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0
