@@ -21,7 +21,7 @@ from character.serving.pool import PersonaPool
 from character.serving.resolve import resolve
 from character.store import LocalStore
 
-SAMPLING = SamplingParams(max_new_tokens=8, temperature=0.0, top_p=1.0)
+SAMPLING = SamplingParams(max_new_tokens=8, temperature=0.0, top_p=1.0, repetition_penalty=1.0)
 
 
 @pytest.fixture()

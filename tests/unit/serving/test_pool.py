@@ -17,7 +17,7 @@ from character.serving.resolve import resolve
 from character.store import LocalStore
 from character.store.base import ArtifactRef
 
-GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0)
+GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0, top_p=1.0, repetition_penalty=1.0)
 CHATS = [[{"role": "user", "content": "Tell me about the sea."}],
          [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}],
          [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
