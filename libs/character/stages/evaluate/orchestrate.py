@@ -167,7 +167,10 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     check_inputs(subjects, config)
     primary = subjects[0]
     ctx, spec = primary.ctx, primary.ctx.spec
+    from character.report import SCHEMA_VERSION
+
     results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "run": ctx.run_id,
         "runs": [s.ctx.run_id for s in subjects],
         "persona": primary.persona,
