@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from character.errors import InvalidInput
 from character.report import SCHEMA_VERSION, SECTIONS, write_report
+from character.stages.evaluate.orchestrate import collect_evidence, summary
 
 from tests.unit.evaluate.synthetic import results
 
@@ -78,6 +79,8 @@ def test_a_figure_whose_instrument_is_not_valid_is_not_shown_as_a_result(tmp_pat
     first["validity"] = {"valid": False, "reason": "judge accuracy 0.52 on the calibration set"}
     second["validity"] = {"valid": True, "reason": ""}
     data["preferences"]["validity"] = {"valid": False, "reason": "judge below chance"}
+    data["evidence"] = collect_evidence(data)  # as the stage builds them, from the parts
+    data["summary"] = summary(data["evidence"])
     index = write_report(data, tmp_path / "invalid")
     shown = text(index)
     assert "preferences_ratings.png" not in index.read_text()  # nor are the ratings plotted
@@ -85,3 +88,7 @@ def test_a_figure_whose_instrument_is_not_valid_is_not_shown_as_a_result(tmp_pat
     assert "80.0%" not in shown  # the invalid win rate is not shown
     assert "55.0%" in shown  # the valid comparison still is
     assert "Trait ratings: instrument not valid: judge below chance" in shown
+    invalid = data["evidence"]["coherence_vs_system_prompt"]
+    assert invalid["sentence"] not in shown  # neither in the summary table nor in its sentences
+    assert f"{invalid['figure']}: instrument not valid (judge accuracy 0.52 on the calibration set)." in shown
+    assert data["evidence"]["coherence_vs_steering"]["sentence"] in shown
