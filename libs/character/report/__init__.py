@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from character.errors import InvalidInput
+
 TEMPLATE = "index.html.jinja"
 SECTIONS = (
     "Summary",
@@ -23,6 +25,40 @@ SECTIONS = (
     "Method notes",
 )
 """The report's section headings, in order (every report has all of them)."""
+SCHEMA_VERSION = 1
+"""Layout version of results.json, stored in it as `schema_version`. Version 0 (files without the
+field, written before it existed) has the same layout and is read as it is."""
+REPORTED_SETTINGS = (
+    "top_traits",
+    "min_n",
+    "min_comparisons",
+    "bootstrap_samples",
+    "bt_prior",
+    "judge_mode",
+    "judge_debias",
+    "classifier",
+    "classifier_encoder",
+    "steering_coefficient",
+    "steering_layer_share",
+)
+"""The eval settings the report states; it reads them from the config the stage recorded in the
+results, never from defaults of its own."""
+
+
+def check_results(results: dict[str, Any], where: str = "results.json") -> None:
+    """Refuse results this report cannot read: written by a newer layout, or without the eval
+    settings it states."""
+    version = results.get("schema_version", 0)
+    if not isinstance(version, int) or not 0 <= version <= SCHEMA_VERSION:
+        raise InvalidInput(
+            f"schema_version {version!r} is not one this code reads (0 to {SCHEMA_VERSION}); "
+            "render it with the version of the project that wrote it",
+            where=where,
+        )
+    config = results.get("config")
+    missing = [k for k in REPORTED_SETTINGS if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise InvalidInput(f"config lacks the eval settings {', '.join(missing)}", where=where)
 
 
 def pct(value: float | None, sign: bool = False, unit: bool = True) -> str:
@@ -66,10 +102,10 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     from character.report.notes import method_notes
     from character.report.plots import all_plots
 
+    check_results(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    top = int(results.get("config", {}).get("top_traits", 10))
-    plots = all_plots(results, out, top)
+    plots = all_plots(results, out, int(results["config"]["top_traits"]))
     env = jinja2.Environment(
         autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True
     )

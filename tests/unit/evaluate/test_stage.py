@@ -20,7 +20,7 @@ from character.pipeline.engines import LocalEngines
 from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
 from character.pipeline.stage import StageResult
-from character.report import SECTIONS
+from character.report import SCHEMA_VERSION, SECTIONS
 from character.stages.evaluate.orchestrate import load_results
 from character.stages.evaluate.robustness import load_attacks
 from character.stages.evaluate.subject import Subject
@@ -125,6 +125,7 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert len(results["stage_configs"]) == len(recorded)
     html = (store.materialize("report", result.key) / "index.html").read_text()
     assert "Stage configs" in html and '"heldout_prompts": 2' in html.replace("&#34;", '"')
+    assert results["schema_version"] == SCHEMA_VERSION
 
     prefs = results["preferences"]
     assert set(prefs["models"]) == {"base", "full", "system_prompt"} and len(prefs["traits"]) == 3

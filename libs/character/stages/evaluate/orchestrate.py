@@ -126,18 +126,33 @@ def collect_evidence(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[f"training_{key.removesuffix('_correct')}"] = found
     prefs = results.get("preferences") or {}
     for label, found in prefs.get("own_trait_evidence", {}).items():
-        out[f"own_traits_{label}"] = found["own_trait_choice"]
+        out[f"own_traits_{label}"] = _with_validity(found["own_trait_choice"], found)
     robust = results.get("robustness") or {}
     for name, method in robust.get("methods", {}).items():
         out[f"robustness_{name}"] = method["evidence"]["mean_over_attacks"]
     for name, found in robust.get("recognition_without_prompt", {}).items():
         out[f"recognition_{name}"] = found["evidence"]
     for c in (results.get("coherence") or {}).get("comparisons", []):
-        out[f"coherence_vs_{c['baseline']}"] = c["evidence"]
+        out[f"coherence_vs_{c['baseline']}"] = _with_validity(c["evidence"], c)
     capabilities = results.get("capabilities") or {}
     if capabilities.get("evidence"):
         out["capabilities"] = capabilities["evidence"]
     return out
+
+
+def _with_validity(found: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """A judge-based figure's evidence, carrying the judge's `validity` where its part has one."""
+    return {**found, "validity": part["validity"]} if part.get("validity") else found
+
+
+def summary(evidence: dict[str, dict[str, Any]]) -> list[str]:
+    """The summary in words (`stats.summary`); a figure whose instrument is not valid is named
+    as such, last, never read as a result."""
+    invalid = {k for k, e in evidence.items() if e.get("validity") and not e["validity"]["valid"]}
+    lines = stats.summary({k: e for k, e in evidence.items() if k not in invalid})
+    return lines + [
+        f"{evidence[k]['figure']}: instrument not valid ({evidence[k]['validity']['reason']})." for k in invalid
+    ]
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +190,10 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     check_inputs(subjects, config)
     primary = subjects[0]
     ctx, spec = primary.ctx, primary.ctx.spec
+    from character.report import SCHEMA_VERSION
+
     results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "run": ctx.run_id,
         "runs": [s.ctx.run_id for s in subjects],
         "persona": primary.persona,
@@ -209,7 +227,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     calibration.mark_judged(results)
     results["headline"] = calibration.guard_headline(results, headline(results))
     results["evidence"] = collect_evidence(results)
-    results["summary"] = stats.summary(results["evidence"])
+    results["summary"] = summary(results["evidence"])
     return results
 
 
