@@ -76,8 +76,10 @@ def test_a_figure_whose_instrument_is_not_valid_is_not_shown_as_a_result(tmp_pat
     first, second = data["coherence"]["comparisons"]
     shown = text(write_report(data, tmp_path / "valid"))
     assert "instrument not valid" not in shown and "80.0%" in shown  # vs system prompt: 24 of 30
-    first["validity"] = {"valid": False, "reason": "judge accuracy 0.52 on the calibration set"}
-    second["validity"] = {"valid": True, "reason": ""}
+    # as calibration.mark_judged marks them: the comparison and its evidence
+    invalid_judge = {"valid": False, "reason": "judge accuracy 0.52 on the calibration set"}
+    first["validity"] = first["evidence"]["validity"] = invalid_judge
+    second["validity"] = second["evidence"]["validity"] = {"valid": True, "reason": ""}
     data["preferences"]["validity"] = {"valid": False, "reason": "judge below chance"}
     data["evidence"] = collect_evidence(data)  # as the stage builds them, from the parts
     data["summary"] = summary(data["evidence"])

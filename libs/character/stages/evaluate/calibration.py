@@ -205,20 +205,25 @@ def judge_calibrations(subject: Subject, config: Config) -> dict[str, dict[str, 
 
 def mark_judged(results: dict[str, Any]) -> None:
     """Give every judge-based figure of `results` (trait ratings, the own-trait share, the
-    coherence win rates) its judge's `validity`; a figure from an invalid judge says
+    coherence win rates), and the part holding it (what the report reads), its judge's
+    `validity`; a figure from an invalid judge says
     "instrument not valid" in its summary sentence instead of its value."""
     traits = results.get("judge_calibration")
     prefs = results.get("preferences")
     if traits and prefs:
+        prefs["validity"] = validity(traits)
         for model in prefs["models"].values():
             model["validity"] = validity(traits)
         for found in prefs["own_trait_evidence"].values():
+            found["validity"] = validity(traits)
             for figure in (found["own_trait_choice"], *found["ratings"].values()):
                 _mark(figure, traits)
     coherent = results.get("coherence_judge_calibration") or traits
     if coherent and results.get("coherence"):
         for comparison in results["coherence"]["comparisons"]:
-            _mark(comparison["evidence"], coherent)
+            comparison["validity"] = validity(coherent)
+            if comparison.get("evidence"):
+                _mark(comparison["evidence"], coherent)
 
 
 def _mark(figure: dict[str, Any], calibration: dict[str, Any]) -> None:

@@ -126,23 +126,18 @@ def collect_evidence(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[f"training_{key.removesuffix('_correct')}"] = found
     prefs = results.get("preferences") or {}
     for label, found in prefs.get("own_trait_evidence", {}).items():
-        out[f"own_traits_{label}"] = _with_validity(found["own_trait_choice"], found)
+        out[f"own_traits_{label}"] = found["own_trait_choice"]
     robust = results.get("robustness") or {}
     for name, method in robust.get("methods", {}).items():
         out[f"robustness_{name}"] = method["evidence"]["mean_over_attacks"]
     for name, found in robust.get("recognition_without_prompt", {}).items():
         out[f"recognition_{name}"] = found["evidence"]
     for c in (results.get("coherence") or {}).get("comparisons", []):
-        out[f"coherence_vs_{c['baseline']}"] = _with_validity(c["evidence"], c)
+        out[f"coherence_vs_{c['baseline']}"] = c["evidence"]
     capabilities = results.get("capabilities") or {}
     if capabilities.get("evidence"):
         out["capabilities"] = capabilities["evidence"]
     return out
-
-
-def _with_validity(found: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    """A judge-based figure's evidence, carrying the judge's `validity` where its part has one."""
-    return {**found, "validity": part["validity"]} if part.get("validity") else found
 
 
 def summary(evidence: dict[str, dict[str, Any]]) -> list[str]:
