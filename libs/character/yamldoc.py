@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 import yaml.cyaml
@@ -39,6 +39,9 @@ else:
             yaml.reader.Reader.__init__(self, stream)
             yaml.scanner.Scanner.__init__(self)
             yaml.parser.Parser.__init__(self)
+
+
+_Collection = TypeVar("_Collection", yaml.SequenceNode, yaml.MappingNode)
 
 
 @dataclass(frozen=True)
@@ -110,18 +113,20 @@ class _BoundedComposer(Composer):
             self.sizes[anchor] = self.nodes - before
         return node
 
-    def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
+    def _open_collection(self, kind: type[_Collection], anchor: str | None) -> tuple[_Collection, int | None]:
+        """The node a collection's start event opens (its explicit tag kept) and the cap on
+        its length at this path."""
         start = self.get_event()
-        node = yaml.SequenceNode(
-            _tag(start) or self.resolve(yaml.SequenceNode, None, start.implicit),
-            [],
-            start.start_mark,
-            None,
+        node = kind(
+            _tag(start) or self.resolve(kind, None, start.implicit), [], start.start_mark, None,
             flow_style=start.flow_style,
         )
         if anchor is not None:
             self.anchors[anchor] = node
-        cap = self.budget.caps.get(tuple(self.path))
+        return node, self.budget.caps.get(tuple(self.path))
+
+    def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
+        node, cap = self._open_collection(yaml.SequenceNode, anchor)
         index = 0
         while not self.check_event(yaml.SequenceEndEvent):
             if cap is not None and index >= cap:
@@ -134,17 +139,7 @@ class _BoundedComposer(Composer):
         return node
 
     def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
-        start = self.get_event()
-        node = yaml.MappingNode(
-            _tag(start) or self.resolve(yaml.MappingNode, None, start.implicit),
-            [],
-            start.start_mark,
-            None,
-            flow_style=start.flow_style,
-        )
-        if anchor is not None:
-            self.anchors[anchor] = node
-        cap = self.budget.caps.get(tuple(self.path))
+        node, cap = self._open_collection(yaml.MappingNode, anchor)
         seen: dict[tuple[str, str], int] = {}
         while not self.check_event(yaml.MappingEndEvent):
             if cap is not None and len(node.value) >= cap:
