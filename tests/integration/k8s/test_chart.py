@@ -208,6 +208,7 @@ BAD_VALUES = {
     "plaintext-token": ("controller:\n  auth:\n    tokens: [{name: alice, sha256: hunter2}]\n",
                         "at '/controller/auth/tokens/0/sha256'"),
     "unknown-s3-component": ("s3:\n  componentSecrets:\n    minio: x\n", "invalid propertyName 'minio'"),
+    "unknown-serving-key": ("serving:\n  gpu: 1\n", "additional properties 'gpu' not allowed"),
 }
 
 
@@ -1108,3 +1109,13 @@ def test_chat_job_sends_a_request_the_server_accepts_to_the_chart_service(helm: 
         r["subject"] for r in tokens["service_accounts"]]
     clients = by_kind(chart, "NetworkPolicy")[f"{RELEASE}-serving"]["spec"]["ingress"][0]["from"]
     assert any(_selects(peer["podSelector"], job["spec"]["template"]["metadata"]["labels"]) for peer in clients)
+
+
+def test_notes_name_the_persona_server_when_it_runs(helm: Path) -> None:
+    result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                      "--set", "serving.enabled=true")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"https://{RELEASE}-serving:{SERVING_PORT}/v1" in notes and "publish-persona-job.yaml" in notes
+    assert "Persona server" not in run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                                            "--dry-run=client").stdout
