@@ -77,7 +77,8 @@ step "chart README (scripts/chart-docs.py --check)"
 "$VENV/bin/python" scripts/chart-docs.py --check || fail "charts/character/README.md is stale: run scripts/chart-docs.py"
 
 step "k8s/ manifests"
-for manifest in k8s/submit-run-job.yaml k8s/rbac.yaml; do
+for manifest in k8s/submit-run-job.yaml k8s/rbac.yaml k8s/examples/publish-persona-job.yaml \
+    k8s/examples/chat-persona-job.yaml; do
   report="$("$KVALIDATE" --strict --quiet -k "$KUBE_VERSION" "$manifest")"; rc=$?
   [[ -n "$report" ]] && echo "$report"
   if [[ $rc -ne 0 ]] || grep -q '^WARN' <<<"$report"; then

@@ -60,7 +60,8 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 Components with their own S3 identity (one MinIO user or one external Secret each) that this
-install runs: the controller, and the stage Jobs (kubernetes executor) or the deployed workers.
+install runs: the controller, the stage Jobs (kubernetes executor) or the deployed workers, and
+the persona server (serving.enabled).
 */}}
 {{- define "character.s3Components" -}}
 {{- if eq .Values.controller.executor "kubernetes" -}}
@@ -68,6 +69,7 @@ controller stages
 {{- else -}}
 {{- include "character.deployedServices" . | trim -}}
 {{- end -}}
+{{- if .Values.serving.enabled }} serving{{ end -}}
 {{- end -}}
 
 {{/*
@@ -112,7 +114,8 @@ The Secret holding OCT_S3_ACCESS_KEY and OCT_S3_SECRET_KEY of one component; cal
 - {{ $svc }}.{{ $ns }}
 - {{ $svc }}.{{ $ns }}.svc
 - {{ $svc }}.{{ $ns }}.svc.cluster.local
-{{- if eq .component "controller" }}
+{{- if has .component (list "controller" "serving") }}
+{{- /* for `kubectl port-forward` from a workstation */}}
 - localhost
 {{- end }}
 {{- end -}}
@@ -295,4 +298,8 @@ data:
 
 {{- define "character.authSecretName" -}}
 {{- default (printf "%s-auth" (include "character.fullname" .)) .Values.controller.auth.tokensSecret -}}
+{{- end -}}
+
+{{- define "character.servingServiceAccount" -}}
+{{- printf "%s-serving" (include "character.fullname" .) -}}
 {{- end -}}

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import importlib.util
 import ipaddress
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import uuid
 from functools import cache
 from pathlib import Path
@@ -26,15 +31,19 @@ from typing import Any
 
 import grpc
 import kubernetes_validate
+import openai
 import pytest
 import yaml
+from character.cli.main import app
 from character.controller.executor import StageJob
 from character.controller.kubernetes_executor import KubernetesExecutor
 from character.platform import load_platform_config
 from character.security.auth import load_tokens_file
+from character.serving.api import ChatRequest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
+from typer.testing import CliRunner
 
 from tests.fixtures.network import free_service_port
 
@@ -199,6 +208,7 @@ BAD_VALUES = {
     "plaintext-token": ("controller:\n  auth:\n    tokens: [{name: alice, sha256: hunter2}]\n",
                         "at '/controller/auth/tokens/0/sha256'"),
     "unknown-s3-component": ("s3:\n  componentSecrets:\n    minio: x\n", "invalid propertyName 'minio'"),
+    "unknown-serving-key": ("serving:\n  gpu: 1\n", "additional properties 'gpu' not allowed"),
 }
 
 
@@ -281,7 +291,7 @@ def test_gpus_are_requested_only_where_the_executor_uses_them(helm: Path) -> Non
     gpu_jobs = _gpu_requests(render(helm, CHART / "ci" / "values-gpu.yaml"))
     assert gpu_jobs == {f"stage Job/oct-0123456789ab-{stage}-a1" for stage in STAGES}
     assert _gpu_requests(render(helm, CHART / "ci" / "values-full.yaml")) == {
-        f"Deployment/{RELEASE}-generation", f"Deployment/{RELEASE}-training"}
+        f"Deployment/{RELEASE}-generation", f"Deployment/{RELEASE}-training", f"Deployment/{RELEASE}-serving"}
 
 
 def test_gpu_values_place_stage_jobs_on_gpu_nodes(helm: Path) -> None:
@@ -673,14 +683,15 @@ def test_service_monitor_scrapes_the_metrics_ports_only_when_asked(helm: Path) -
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
     scraped = {n for n, svc in by_kind(docs, "Service").items()
                if _selects(monitor["spec"]["selector"], svc["metadata"]["labels"])}
-    assert scraped == {f"{RELEASE}-{s}" for s in SERVICES}
+    assert scraped == {f"{RELEASE}-{s}" for s in [*SERVICES, "serving"]}
 
 
 @pytest.mark.parametrize("values", [None, *VALUES], ids=["defaults", *VALUE_IDS])
 def test_controller_rights_are_least_privilege(helm: Path, values: Path | None) -> None:
     docs = render(helm, values)
-    executor = yaml.safe_load((values or CHART / "values.yaml").read_text()).get("controller", {}).get(
-        "executor", "kubernetes")
+    given = yaml.safe_load((values or CHART / "values.yaml").read_text())
+    executor = given.get("controller", {}).get("executor", "kubernetes")
+    serving = given.get("serving", {}).get("enabled", False)
     granted = {(group, resource, verb)
                for role in [*by_kind(docs, "Role").values(), *by_kind(docs, "ClusterRole").values()]
                for rule in role["rules"]
@@ -693,13 +704,20 @@ def test_controller_rights_are_least_privilege(helm: Path, values: Path | None) 
     (cluster_role,) = by_kind(docs, "ClusterRole").values()
     assert cluster_role["rules"] == [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
                                       "verbs": ["create"]}]
-    for binding in [*by_kind(docs, "RoleBinding").values(), *by_kind(docs, "ClusterRoleBinding").values()]:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-controller",
-                                        "namespace": NAMESPACE}]
-    # Only the controller's pods mount a token, under the bound ServiceAccount.
+    def account(name: str) -> dict[str, str]:
+        return {"kind": "ServiceAccount", "name": f"{RELEASE}-{name}", "namespace": NAMESPACE}
+
+    for binding in by_kind(docs, "RoleBinding").values():
+        assert binding["subjects"] == [account("controller")]
+    # The persona server reviews tokens too, and has no other right.
+    (cluster_binding,) = by_kind(docs, "ClusterRoleBinding").values()
+    assert cluster_binding["subjects"] == [account("controller"), *([account("serving")] if serving else [])]
+    # Only the controller's and the persona server's pods mount a token, under their bound ServiceAccounts.
     for name, spec in pod_specs(docs).items():
         if spec.get("serviceAccountName") == f"{RELEASE}-controller":
             assert name == f"Deployment/{RELEASE}-controller"
+        elif spec.get("serviceAccountName") == f"{RELEASE}-serving":
+            assert name == f"Deployment/{RELEASE}-serving" and serving
         else:
             assert spec.get("automountServiceAccountToken") is False, name
 
@@ -837,7 +855,8 @@ def test_chart_docs_refuses_a_comment_that_documents_nothing(tmp_path: Path) -> 
 # ---------------------------------------------------------------------- k8s/ manifests
 
 
-@pytest.mark.parametrize("name", ["submit-run-job.yaml", "rbac.yaml"])
+@pytest.mark.parametrize("name", ["submit-run-job.yaml", "rbac.yaml", "examples/publish-persona-job.yaml",
+                                  "examples/chat-persona-job.yaml"])
 def test_plain_manifests_are_valid(name: str) -> None:
     for doc in yaml.load_all((ROOT / "k8s" / name).read_text(), Loader=_UniqueKeyLoader):
         if doc:
@@ -885,3 +904,218 @@ def test_example_run_specs_use_known_fields(name: str) -> None:
     spec = RunSpec.model_validate(doc)  # extra="forbid": unknown keys fail here
     assert spec.store == "s3://character/runs" and spec.seed == 123456
     assert spec.scale == name.removeprefix("run-spec-").removesuffix(".yaml")
+
+
+# ---------------------------------------------------------------------- the persona server (serving)
+
+SERVING_PORT = 8443
+SERVING_VALUES = [p for p in VALUES if yaml.safe_load(p.read_text()).get("serving", {}).get("enabled")]
+
+
+def _serving(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The serving pod spec and its one container."""
+    pod = by_kind(docs, "Deployment")[f"{RELEASE}-serving"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def test_serving_is_off_by_default_and_refuses_plaintext(helm: Path) -> None:
+    docs = render(helm)
+    assert not [f"{d['kind']}/{d['metadata']['name']}" for d in docs if "serving" in d["metadata"]["name"]]
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                      "--set", "serving.enabled=true", "--set", "tls.enabled=false")
+    assert result.returncode != 0 and "serving.enabled needs tls.enabled" in result.stderr
+
+
+def test_every_ci_values_file_turns_serving_on() -> None:
+    """So lint-deploy.sh checks the chart with the persona server for every values file."""
+    assert {p.stem for p in SERVING_VALUES} == set(VALUE_IDS)
+
+
+@pytest.mark.parametrize("values", SERVING_VALUES, ids=[p.stem for p in SERVING_VALUES])
+def test_serving_pod_runs_serve_personas_with_its_certificate_tokens_and_store(helm: Path, values: Path) -> None:
+    docs = render(helm, values)
+    given = yaml.safe_load(values.read_text())["serving"]
+    pod, container = _serving(docs)
+    health = SERVING_PORT + 2000
+    args = container["args"]
+    assert args[:9] == ["serve-personas", "--host", "0.0.0.0", "--port", str(SERVING_PORT),
+                        "--health-port", str(health), "--store", "s3://" + args[8].removeprefix("s3://")]
+    assert args[8] == yaml.safe_load(values.read_text()).get("store", {}).get("uri", "s3://character/runs")
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"https": SERVING_PORT, "health": health}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    env = _env(container)
+    # Its own certificate, the controller's token file, its own S3 identity, the platform limits.
+    tls = _mount(pod, container, env["OCT_TLS_DIR"] or "")["secret"]["secretName"]
+    assert tls == f"{RELEASE}-serving-tls"
+    tokens = Path(env["OCT_AUTH_TOKENS"] or "")
+    assert _mount(pod, container, str(tokens.parent))["secret"]["items"] == [{"key": tokens.name, "path": tokens.name}]
+    controller_pod = by_kind(docs, "Deployment")[f"{RELEASE}-controller"]["spec"]["template"]["spec"]
+    controller_auth = next(v for v in controller_pod["volumes"] if v["name"] == "auth")
+    assert _mount(pod, container, str(tokens.parent)) == controller_auth
+    platform = Path(env["OCT_PLATFORM_CONFIG"] or "")
+    assert _mount(pod, container, str(platform.parent))["configMap"]["name"] == f"{RELEASE}-platform"
+    s3 = {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref}
+    secrets = by_kind(docs, "Secret")
+    if yaml.safe_load(values.read_text())["minio"]["enabled"]:
+        assert s3 == {f"{RELEASE}-s3-serving"} and set(secrets[f"{RELEASE}-s3-serving"]["data"]) == {
+            "OCT_S3_ACCESS_KEY", "OCT_S3_SECRET_KEY"}
+    else:
+        assert s3 == {yaml.safe_load(values.read_text())["s3"]["existingSecret"]}
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in by_kind(docs, "Certificate").values()}
+    if tls in certificates:
+        assert certificates[tls]["commonName"] == "serving"
+        assert {f"{RELEASE}-serving.{NAMESPACE}.svc", "localhost"} <= set(certificates[tls]["dnsNames"])
+    else:
+        data = secrets[tls]["data"]
+        _check_certificate(base64.b64decode(data["tls.crt"]), base64.b64decode(data["ca.crt"]), "serving")
+    # GPUs and placement as the values say; the CPU engine is asked for where there is no GPU.
+    resources = container["resources"]
+    gpus = given["gpus"]
+    assert resources["limits"].get("nvidia.com/gpu", 0) == gpus == resources["requests"].get("nvidia.com/gpu", 0)
+    assert ("--device" in args) == (gpus == 0)
+    assert pod.get("nodeSelector", {}) == given.get("nodeSelector", {})
+    image = container["image"].rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    assert image == f"oct-{given['image']}"
+    deployment = by_kind(docs, "Deployment")[f"{RELEASE}-serving"]
+    assert deployment["spec"]["replicas"] == given["replicas"]
+    assert deployment["spec"]["strategy"]["type"] == ("Recreate" if gpus else "RollingUpdate")
+    service = by_kind(docs, "Service")[f"{RELEASE}-serving"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"https": SERVING_PORT, "metrics": health}
+
+
+@pytest.mark.parametrize("review", [True, False], ids=["token-review", "no-token-review"])
+def test_serving_network_policy_lets_clients_in_and_the_server_reach_only_the_store(
+        helm: Path, review: bool) -> None:
+    docs = render(helm, CHART / "ci" / "values-full.yaml", f"controller.auth.tokenReview={str(review).lower()}")
+    policies = by_kind(docs, "NetworkPolicy")
+    labels = _pod_labels(docs)[f"Deployment/{RELEASE}-serving"]
+    spec = policies[f"{RELEASE}-serving"]["spec"]
+    assert _selects(spec["podSelector"], labels) and set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    clients, health = spec["ingress"]
+    assert clients["ports"] == [{"port": SERVING_PORT, "protocol": "TCP"}]
+    assert clients["from"] == yaml.safe_load((CHART / "ci" / "values-full.yaml").read_text())[
+        "networkPolicy"]["servingClients"]
+    assert health == {"ports": [{"port": SERVING_PORT + 2000, "protocol": "TCP"}]}
+    # Out: the store and DNS (their policies select it) and, to review tokens, the API server only.
+    for shared in ("store", "dns"):
+        assert _selects(policies[f"{RELEASE}-{shared}"]["spec"]["podSelector"], labels), shared
+    minio_from = policies[f"{RELEASE}-minio"]["spec"]["ingress"][0]["from"]
+    assert any(_selects(peer["podSelector"], labels) for peer in minio_from)
+    api = [{"port": p, "protocol": "TCP"} for p in (443, 6443)]
+    assert [rule["ports"] for rule in spec["egress"]] == ([api] if review else [])
+    others = [name for name, policy in policies.items() if name not in {
+        f"{RELEASE}-{n}" for n in ("serving", "store", "dns", "default-deny")}
+        and policy["spec"].get("egress") and _selects(policy["spec"]["podSelector"], labels)]
+    assert not others
+    # In-cluster clients may reach it.
+    client_rules = policies[f"{RELEASE}-clients"]["spec"]["egress"]
+    assert any(rule["ports"] == [{"port": SERVING_PORT, "protocol": "TCP"}]
+               and _selects(rule["to"][0]["podSelector"], labels) for rule in client_rules)
+
+
+def test_the_chart_certificate_and_token_file_work_with_the_real_persona_server(helm: Path, tmp_path: Path) -> None:
+    """`oct serve-personas` started with the chart's arguments, its generated certificate and token
+    file: plaintext /healthz answers on port + 2000, the official openai client lists the models
+    over TLS checked against the chart CA, and a wrong token gets 401."""
+    token = "chart-test-token"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    docs = render(helm, CHART / "ci" / "values-cpu.yaml", "controller.auth.tokenReview=false",
+                  "controller.auth.tokens[0].name=alice", f"controller.auth.tokens[0].sha256={digest}")
+    secrets = by_kind(docs, "Secret")
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    for key, value in secrets[f"{RELEASE}-serving-tls"]["data"].items():
+        (folder / key).write_bytes(base64.b64decode(value))
+    tokens = _write(tmp_path / "tokens.yaml", secrets[f"{RELEASE}-auth"]["stringData"]["tokens.yaml"])
+    _, container = _serving(docs)
+    # The chart's command line, on this machine's loopback, free ports and a local store.
+    port = free_service_port()
+    command = list(container["args"])
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port)), ("--health-port", str(port + 2000)),
+                        ("--store", str(tmp_path / "store"))):
+        command[command.index(flag) + 1] = value
+    env = {**os.environ, "OCT_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "OCT_TLS_DIR": str(folder), "OCT_AUTH_TOKENS": str(tokens)}
+    env.pop("OCT_PLATFORM_CONFIG", None)
+    server = subprocess.Popen([sys.executable, "-m", "character.cli", *command], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port + 2000}/healthz", timeout=2) as health:
+                    if health.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert server.poll() is None, "the server exited"
+            assert time.monotonic() - start < 120, "no /healthz within 120 s"
+            time.sleep(0.5)
+        trust = ssl.create_default_context(cafile=str(folder / "ca.crt"))
+        with openai.DefaultHttpxClient(verify=trust) as http:
+            url = f"https://127.0.0.1:{port}/v1"
+            models = openai.OpenAI(base_url=url, api_key=token, http_client=http, max_retries=0).models.list()
+            assert [m.id for m in models]  # the base models at least
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=url, api_key="wrong", http_client=http, max_retries=0).models.list()
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=30)
+    assert "Traceback" not in log, log[-2000:]
+
+
+def test_publish_job_runs_oct_personas_publish_with_the_store_identity(helm: Path, tmp_path: Path) -> None:
+    (job,) = [d for d in yaml.safe_load_all((ROOT / "k8s" / "examples" / "publish-persona-job.yaml").read_text()) if d]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert container["command"] == ["oct"] and args[:3] == ["personas", "publish", "RUN_ID"]
+    assert args[args.index("--store") + 1] == "s3://character/runs"
+    # The real CLI takes these arguments: it gets to the store and finds no such run (not a usage error).
+    local = [*args[:args.index("--store")], "--store", str(tmp_path / "store")]
+    result = CliRunner().invoke(app, local)
+    assert result.exit_code == 1 and "no run 'RUN_ID'" in f"{result.output}{result.exception}", result.output
+    chart = render(helm, CHART / "ci" / "values-cpu.yaml")
+    env_from = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+    assert env_from == {f"{RELEASE}-config", f"{RELEASE}-s3-controller"} <= set(by_kind(chart, "ConfigMap")) | set(
+        by_kind(chart, "Secret"))
+    policies = by_kind(chart, "NetworkPolicy")
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policies[f"{RELEASE}-store"]["spec"]["podSelector"], labels)
+    minio_from = policies[f"{RELEASE}-minio"]["spec"]["ingress"][0]["from"]
+    assert any(_selects(peer["podSelector"], labels) for peer in minio_from)
+
+
+def test_chat_job_sends_a_request_the_server_accepts_to_the_chart_service(helm: Path) -> None:
+    (job,) = [d for d in yaml.safe_load_all((ROOT / "k8s" / "examples" / "chat-persona-job.yaml").read_text()) if d]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    body = re.search(r"-d '(\{.*?\})'", script, re.S)
+    assert body, script
+    request = ChatRequest.model_validate(yaml.safe_load(body.group(1)))  # extra="forbid"
+    assert request.model == "sarcasm:v1"
+    publish = (ROOT / "k8s" / "examples" / "publish-persona-job.yaml").read_text()
+    assert '"--name", "sarcasm", "--tag", "v1", "--shared"' in publish
+    chart = render(helm, CHART / "ci" / "values-cpu.yaml")
+    service = by_kind(chart, "Service")[f"{RELEASE}-serving"]
+    assert f"https://{service['metadata']['name']}:{SERVING_PORT}/v1" in script
+    ca = _mount(pod, container, "/etc/oct/tls")["secret"]
+    assert ca == {"secretName": f"{RELEASE}-serving-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    tokens = yaml.safe_load(by_kind(chart, "Secret")[f"{RELEASE}-auth"]["stringData"]["tokens.yaml"])
+    assert f"system:serviceaccount:{NAMESPACE}:{pod['serviceAccountName']}" in [
+        r["subject"] for r in tokens["service_accounts"]]
+    clients = by_kind(chart, "NetworkPolicy")[f"{RELEASE}-serving"]["spec"]["ingress"][0]["from"]
+    assert any(_selects(peer["podSelector"], job["spec"]["template"]["metadata"]["labels"]) for peer in clients)
+
+
+def test_notes_name_the_persona_server_when_it_runs(helm: Path) -> None:
+    result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                      "--set", "serving.enabled=true")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"https://{RELEASE}-serving:{SERVING_PORT}/v1" in notes and "publish-persona-job.yaml" in notes
+    assert "Persona server" not in run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                                            "--dry-run=client").stdout
