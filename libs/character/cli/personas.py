@@ -117,9 +117,12 @@ def print_published(persona: TrainedPersona, out: Console) -> None:
     """The persona's name and the two ways to talk to it: `oct chat`, and curl against `oct
     serve-personas` with the CA and token `oct up` keeps under $OCT_HOME."""
     from character.home import oct_home
+    from character.pipeline.publish import DEFAULT_TAG
+    from character.serving.resolve import base_names
 
     home = oct_home()
-    name = persona.name if persona.tag == "latest" else persona.ref
+    # the bare name means tag "latest", unless it is a base model's (see serving/resolve.py)
+    name = persona.name if persona.tag == DEFAULT_TAG and persona.name not in base_names() else persona.ref
     body = json.dumps({"model": name, "messages": [{"role": "user", "content": "How was your day?"}]})
     out.print(f"published persona [bold]{persona.ref}[/bold] (record {persona.name}@{persona.record_id}, run "
               f"{persona.run_id}). Talk to it:", soft_wrap=True)

@@ -31,7 +31,7 @@ from character.models.prepare import BUNDLED
 from character.models.registry import registered_models
 from character.pipeline.publish import DEFAULT_TAG
 from character.security.auth import Identity, PermissionDenied, check_owner
-from character.serving.registry import TrainedPersona, check_visible, get_persona, visible_personas
+from character.serving.registry import TrainedPersona, check_visible, get_persona, parse_ref, visible_personas
 from character.store.base import ArtifactRef, Store
 from character.store.digest import digest_of
 
@@ -157,15 +157,22 @@ def _published(store: Store, ref: str) -> ServedPersona:
     """The published persona `ref` names. The registry's own NotFound lists every name in the
     store, unshared ones too, so a caller is told only where to look."""
     try:
-        return published_persona(get_persona(store, ref), ref)
-    except NotFound:
-        pass
+        parse_ref(ref)
     except InvalidInput as err:
         if ":" in ref or "@" in ref:  # a malformed reference; a bare name is simply unknown
             raise InvalidInput(str(err).removeprefix(f"{err.where}: "), where="model") from None
-    raise NotFound(f"The model `{ref}` does not exist: neither a base model ({', '.join(base_names())}), a run "
-                   "with a trained persona, nor a published persona NAME[:TAG]; GET /v1/models or "
-                   "`oct personas trained` lists what there is")
+        raise _unknown(ref) from None
+    try:
+        record = get_persona(store, ref)
+    except NotFound:
+        raise _unknown(ref) from None
+    return published_persona(record, ref)
+
+
+def _unknown(model: str) -> NotFound:
+    return NotFound(f"The model `{model}` does not exist: neither a base model ({', '.join(base_names())}), a "
+                    "run with a trained persona, nor a published persona NAME[:TAG]; GET /v1/models or "
+                    "`oct personas trained` lists what there is")
 
 
 def _served(name: str, base: str, adapters: tuple[ArtifactRef | None, ...], merged: ArtifactRef | None,

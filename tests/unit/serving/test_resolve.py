@@ -143,3 +143,19 @@ def test_an_unknown_persona_is_not_found_without_naming_the_others(
         with pytest.raises(InvalidInput) as invalid:
             resolve(store, bad)
         assert invalid.value.where == "model"
+
+
+def test_the_printed_chat_command_names_the_persona_not_the_base_its_name_shadows(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    from io import StringIO
+
+    from character.cli.personas import print_published
+    from rich.console import Console
+
+    for name, command in (("smollm2", "oct chat smollm2:latest"), ("plain-name", "oct chat plain-name")):
+        out = StringIO()
+        print_published(publish(store, personas[0].run_id, name, owner="alice"), Console(file=out, width=400))
+        printed = out.getvalue()
+        assert f"  {command}\n" in printed
+        assert resolve(store, command.removeprefix("oct chat ")).published is not None
