@@ -31,15 +31,13 @@ from character.models.prepare import BUNDLED
 from character.models.registry import registered_models
 from character.pipeline.publish import DEFAULT_TAG
 from character.security.auth import Identity, PermissionDenied, check_owner
-from character.serving.registry import TrainedPersona, check_visible, get_persona, parse_ref, visible_personas
+from character.serving.registry import ADAPTER_STAGES, TrainedPersona, check_visible, get_persona, parse_ref, visible_personas
 from character.store.base import ArtifactRef, Store
 from character.store.digest import digest_of
 
 MAX_NAME = 200
 """Longest model name a request may give."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
-ADAPTER_STAGES = ("dpo", "sft")
-"""The stages whose adapters, stacked in this order, make a run's persona."""
 
 
 @dataclass(frozen=True)
