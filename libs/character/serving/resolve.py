@@ -31,7 +31,14 @@ from character.models.prepare import BUNDLED
 from character.models.registry import registered_models
 from character.pipeline.publish import DEFAULT_TAG
 from character.security.auth import Identity, PermissionDenied, check_owner
-from character.serving.registry import ADAPTER_STAGES, TrainedPersona, check_visible, get_persona, parse_ref, visible_personas
+from character.serving.registry import (
+    ADAPTER_STAGES,
+    TrainedPersona,
+    check_visible,
+    get_persona,
+    parse_ref,
+    visible_personas,
+)
 from character.store.base import ArtifactRef, Store
 from character.store.digest import digest_of
 
