@@ -1,5 +1,6 @@
-"""`oct chat MODEL`: talk to a trained persona (a run id) or a base model in the terminal,
-on this machine (the embedded default: no servers). Answers stream token by token.
+"""`oct chat MODEL`: talk to a published persona (NAME[:TAG]), a trained run (its id) or a base
+model in the terminal, on this machine (the embedded default: no servers). Answers stream
+token by token.
 
 Commands inside the chat: `/system TEXT` sets the system prompt (`/system` alone clears it),
 `/reset` forgets the conversation, `/compare base` puts every following message to the base
@@ -17,7 +18,8 @@ HELP = "commands: /system [TEXT], /reset, /compare base, /compare off, /quit"
 
 
 def chat(
-    model: str = typer.Argument(help="A run id (its trained persona) or a base model (smollm2, tiny)."),
+    model: str = typer.Argument(help="A published persona (NAME, NAME:TAG; `oct personas trained`), a run id "
+                               "(its trained persona) or a base model (smollm2, tiny)."),
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     temperature: float = typer.Option(0.7, min=0.0, help="0: greedy (the same answer every time)."),
     max_tokens: int = typer.Option(256, min=1, help="Longest answer, in tokens."),
@@ -32,7 +34,7 @@ def chat(
     from character.platform import load_platform_config
     from character.serving.chat import ChatSession
     from character.serving.pool import PersonaPool
-    from character.serving.resolve import resolve
+    from character.serving.resolve import base_model, resolve
     from character.store import open_store
 
     the_store = open_store(store or default_store_uri())
@@ -40,7 +42,7 @@ def chat(
     pool = PersonaPool(the_store, load_platform_config().limits.max_personas_loaded)
     sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=1.0,
                               repetition_penalty=1.0, seed=seed)
-    session = ChatSession(pool, persona, resolve(the_store, persona.base), sampling)
+    session = ChatSession(pool, persona, base_model(persona.base), sampling)
     console = Console()
     compare = False
     typer.echo(f"chatting with {persona.name} (base {persona.base}); {HELP}")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from character.constitution import load_constitution, load_persona, persona_names
+from character.serving.api import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from character.serving.registry import TrainedPersona
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 console = Console()
 group = typer.Typer(help="Personas: the constitutions (list, show, validate) and the trained ones (publish, trained, "
                     "export).", no_args_is_help=True)
-SERVE_PORT = 8443
-"""The port `oct serve-personas` listens on by default (the curl line printed after a publish)."""
 STORE_HELP = "Local folder or s3://bucket/prefix holding the runs (default $OCT_HOME/store)."
 
 
@@ -118,15 +117,18 @@ def print_published(persona: TrainedPersona, out: Console) -> None:
     """The persona's name and the two ways to talk to it: `oct chat`, and curl against `oct
     serve-personas` with the CA and token `oct up` keeps under $OCT_HOME."""
     from character.home import oct_home
+    from character.pipeline.publish import DEFAULT_TAG
+    from character.serving.resolve import base_names
 
     home = oct_home()
-    name = persona.name if persona.tag == "latest" else persona.ref
+    # the bare name means tag "latest", unless it is a base model's (see serving/resolve.py)
+    name = persona.name if persona.tag == DEFAULT_TAG and persona.name not in base_names() else persona.ref
     body = json.dumps({"model": name, "messages": [{"role": "user", "content": "How was your day?"}]})
     out.print(f"published persona [bold]{persona.ref}[/bold] (record {persona.name}@{persona.record_id}, run "
               f"{persona.run_id}). Talk to it:", soft_wrap=True)
     out.print(f"  oct chat {name}", soft_wrap=True, markup=False, highlight=False)
     out.print(f"  curl --cacert {home}/tls/ca.crt -H \"Authorization: Bearer $(cat {home}/auth/token)\" "
-              f"https://127.0.0.1:{SERVE_PORT}/v1/chat/completions -H 'Content-Type: application/json' "
+              f"https://127.0.0.1:{DEFAULT_PORT}/v1/chat/completions -H 'Content-Type: application/json' "
               f"-d '{body}'   # with `oct serve-personas` running", soft_wrap=True, markup=False, highlight=False)
 
 

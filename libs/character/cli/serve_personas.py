@@ -7,11 +7,13 @@ import threading
 
 import typer
 
+from character.serving.api import DEFAULT_PORT
+
 
 def serve_personas(
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8443, help="HTTPS port (0: a free one)."),
+    port: int = typer.Option(DEFAULT_PORT, help="HTTPS port (0: a free one)."),
     health_port: int | None = typer.Option(None, help="Plaintext /healthz and /metrics (default: port + 2000)."),
     tls_dir: str | None = typer.Option(None, help="TLS folder: tls.crt, tls.key, ca.crt (default $OCT_TLS_DIR, "
                                                   "else the local CA `oct up` makes)."),
@@ -19,8 +21,9 @@ def serve_personas(
                                                       "local one, whose admin token the `oct` client holds)."),
     device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
-    """Serve the trained personas (by run id) and the base models over an OpenAI-compatible
-    HTTPS API until Ctrl-C or SIGTERM; prints the base URL when ready."""
+    """Serve the published personas (NAME[:TAG]), the trained runs (by run id) and the base
+    models over an OpenAI-compatible HTTPS API until Ctrl-C or SIGTERM; prints the base URL
+    when ready."""
     from character.pipeline.spec import default_store_uri
     from character.serving.server import ServerOptions, build_server
     from character.store import open_store

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from character.models.engine import SamplingParams
 
+DEFAULT_PORT = 8443
+"""The HTTPS port `oct serve-personas` listens on unless told otherwise (the curl line `oct`
+prints after a publish names it too)."""
+
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 429: "rate_limit_error",
                500: "server_error"}

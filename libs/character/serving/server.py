@@ -1,15 +1,17 @@
 """The OpenAI-compatible persona server (`oct serve-personas`): HTTPS with bearer tokens, as
 `oct up` does them, over the persona pool.
 
-- GET /v1/models: the base models and the personas the caller may use;
+- GET /v1/models: the published personas, trained runs and base models the caller may use
+  (`resolve.available`);
   POST /v1/chat/completions and /v1/completions, `stream: true` as server-sent events.
 - Every request is checked in this order, each before any work the next needs: the token
   (401), the caller's requests in flight (`limits.max_requests_per_caller`, 429), the body's
   size (`limits.max_request_bytes`, 400), its fields (400 naming the field; messages, prompt
   characters and max_tokens within the platform's limits), the model (404 unknown, 403 someone
   else's), the prompt's length in tokens against the model's context (400).
-- The model name is resolved on every request, so a run finished after the server started is
-  served without a restart.
+- The model name (a published NAME[:TAG], a run id or a base model: `resolve.resolve`) is
+  resolved on every request, so a persona published, or a tag moved, after the server started
+  is served without a restart.
 - Generation runs on worker threads (the engines' own locks serialize work on one model), so
   the event loop keeps answering (health, metrics, refusals) while models compute.
 - A plaintext side port answers /healthz (readiness) and /metrics (Prometheus).
@@ -47,7 +49,7 @@ from character.security.auth import (
     ensure_local_token,
 )
 from character.security.pki import TLS_DIR_ENV, TlsMaterial, ensure_local_pki
-from character.serving.api import ApiError, ChatRequest, CompletionRequest, parse
+from character.serving.api import DEFAULT_PORT, ApiError, ChatRequest, CompletionRequest, parse
 from character.serving.metrics import ServingMetrics
 from character.serving.pool import PersonaPool
 from character.serving.resolve import ServedPersona, available, check_access, resolve
@@ -65,7 +67,7 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     """Address to listen on."""
-    port: int = 8443
+    port: int = DEFAULT_PORT
     """HTTPS port (0: a free one)."""
     health_port: int | None = None
     """Plaintext /healthz and /metrics (default: port + 2000; 0: a free one)."""

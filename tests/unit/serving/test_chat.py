@@ -2,7 +2,8 @@
 message, forgets the turns on reset, and puts the same conversation to the base model without
 recording it; the command, a real process reading the user's lines from stdin on the
 embedded store (no servers), prints the session's answers in order, and with `/compare base`
-both answers side by side.
+both answers side by side; `oct chat NAME` talks to a published persona, and a session opened
+by name after its tag moved talks to the run the tag names now.
 
 (The tiny random model's greedy answers hardly depend on the conversation, so what the model
 sees is checked on the session's conversations, and the command against the session.)"""
@@ -18,7 +19,8 @@ from character.controller.runs import RunRecord
 from character.models.engine import SamplingParams
 from character.serving.chat import ChatSession
 from character.serving.pool import PersonaPool
-from character.serving.resolve import resolve
+from character.serving.registry import publish
+from character.serving.resolve import base_model, resolve
 from character.store import LocalStore
 
 SAMPLING = SamplingParams(max_new_tokens=8, temperature=0.0, top_p=1.0, repetition_penalty=1.0)
@@ -78,6 +80,35 @@ def test_the_command_prints_the_sessions_answers(session: ChatSession, store: Lo
         at = found + len(piece)
     table = transcript[at:]
     assert run in table and "base: tiny" in table and _squeezed(fourth) in _squeezed(table)
+
+
+def test_a_session_by_name_talks_to_the_run_its_tag_names_now(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord], tmp_path: Path
+) -> None:
+    pool = PersonaPool(store, 2, device="cpu", cache_dir=tmp_path)
+
+    def answer(model: str) -> str:
+        return ChatSession(pool, resolve(store, model), base_model("tiny"), SAMPLING).ask("Who are you?")
+
+    by_run = [answer(run.run_id) for run in personas]
+    assert by_run[0] != by_run[1]
+    for run, expected in zip(personas, by_run, strict=True):
+        publish(store, run.run_id, "chat-moving", owner="alice")
+        assert answer("chat-moving") == expected
+
+
+def test_the_command_chats_with_a_published_persona_by_name(session: ChatSession, store: LocalStore) -> None:
+    publish(store, session.persona.name, "chat-by-name", "v1", owner="alice")
+    expected = session.ask("Hello there")
+    out = subprocess.run(
+        [sys.executable, "-m", "character.cli", "chat", "chat-by-name:v1", "--store", store.uri, "--temperature", "0",
+         "--max-tokens", str(SAMPLING.max_new_tokens)],
+        input="Hello there\n", capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    head, _, transcript = out.stdout.partition("\n")
+    assert head.startswith("chatting with chat-by-name:v1 (base tiny)")
+    assert transcript.strip() == expected.strip()
 
 
 def _squeezed(text: str) -> str:

@@ -1,19 +1,24 @@
 """A run spec's `publish:` is carried out when the run succeeds: by the controller (its
 `on_succeeded` hook, as the controller service sets it) and by `oct run`, which then prints
-the persona's name and the two commands to talk to it. A publish that fails (the name is
+the persona's name and the two commands to talk to it (the curl line, run as printed against
+`oct serve-personas` on the same $OCT_HOME, gets an answer). A publish that fails (the name is
 someone else's) leaves the run succeeded. The stages' results are stored beforehand (real
 artifacts from `trained_run`), so the runs succeed without training."""
 
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from character.cli.serve_personas import serve_personas
 from character.controller.executor import StageState
 from character.controller.inline_executor import IN_PROCESS, InlineExecutor
 from character.controller.scheduler import Controller
@@ -86,6 +91,34 @@ def test_oct_run_publishes_and_says_how_to_talk_to_it(tmp_path: Path, torch_one_
     assert "  oct chat snark\n" in out.stdout
     assert (f"curl --cacert {home}/tls/ca.crt -H \"Authorization: Bearer $(cat {home}/auth/token)\" "
             "https://127.0.0.1:") in out.stdout and '"model": "snark"' in out.stdout
+    curl = next(line for line in out.stdout.splitlines() if line.startswith("  curl "))
+    assert_the_curl_line_works(curl, store, home)
+
+
+def assert_the_curl_line_works(curl: str, store: LocalStore, home: Path) -> None:
+    """The printed curl line, against `oct serve-personas` started as a user would (its default
+    TLS and tokens under $OCT_HOME), gets the persona's answer; it names the server's default
+    port (here the server listens on a free one, as other tests may hold the default)."""
+    default_port = inspect.signature(serve_personas).parameters["port"].default.default
+    assert f"https://127.0.0.1:{default_port}/v1/chat/completions" in curl
+    env = {k: v for k, v in os.environ.items() if k not in ("OCT_TLS_DIR", "OCT_AUTH_TOKENS")}
+    env["OCT_HOME"] = str(home)
+    server = subprocess.Popen([sys.executable, "-m", "character.cli", "serve-personas", "--store", store.uri,
+                               "--port", "0", "--health-port", "0", "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        ready = re.search(r"at https://localhost:(\d+)/v1 ", server.stdout.readline())
+        assert ready, server.stderr.read() if server.poll() is not None and server.stderr else "no base URL"
+        line = curl.replace(f"127.0.0.1:{default_port}/", f"127.0.0.1:{ready.group(1)}/")
+        answer = subprocess.run(["bash", "-c", f"{line} -sS --fail-with-body"], capture_output=True, text=True,
+                                timeout=300, env=env)
+        assert answer.returncode == 0, (answer.stdout, answer.stderr)
+        doc = json.loads(answer.stdout)
+        assert doc["model"] == "snark" and doc["choices"][0]["message"]["content"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def test_a_run_stopping_before_merge_cannot_publish(tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """Model names: base models by name, a run id to its trained persona (adapters stacked, or
-the merged model where the adapters are gone), nothing else; who may use and see which."""
+the merged model where the adapters are gone), a published NAME[:TAG] to the weights its
+record names (following its tag when it moves), nothing else; the documented order when a
+bare name could mean two things; who may use and see which (run owner rules for run ids, the
+registry's for published names)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from character.controller.executor import StageState
 from character.controller.runs import RunRecord, load_run, save_run
 from character.errors import InvalidInput, NotFound
 from character.security.auth import Identity, PermissionDenied
+from character.serving.registry import publish
 from character.serving.resolve import available, check_access, resolve, run_persona
 from character.store import LocalStore
 
@@ -63,3 +67,95 @@ def test_callers_see_and_use_their_own_personas_and_admins_all(
     check_access(BOB, resolve(store, "tiny"))
     with pytest.raises(PermissionDenied):
         check_access(ALICE, resolve(store, bobs))
+
+
+def test_a_published_name_resolves_to_the_weights_its_record_names(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    run = personas[0]
+    record = publish(store, run.run_id, "named", "v1", owner="alice")
+    publish(store, run.run_id, "named", owner="alice")  # "named" alone is its tag "latest"
+    by_run, by_name, by_tag = (resolve(store, ref) for ref in (run.run_id, "named", "named:v1"))
+    assert by_tag.name == "named:v1" and by_tag.base == "tiny" and by_tag.published == record
+    assert by_tag.adapters == tuple(record.adapters[stage] for stage in ("dpo", "sft"))
+    assert by_tag.digest == by_run.digest  # the run's weights, checked against the record's digests
+    assert by_name.published is not None and by_name.published.run_id == run.run_id
+    assert resolve(store, f"named@{record.record_id}").digest == by_run.digest
+
+
+def test_moving_a_tag_moves_what_the_name_resolves_to(store: LocalStore, personas: tuple[RunRecord, RunRecord]) -> None:
+    first, second = personas
+    publish(store, first.run_id, "moving", owner="alice")
+    before = resolve(store, "moving")
+    publish(store, second.run_id, "moving", owner="alice")
+    after = resolve(store, "moving")
+    assert before.digest == resolve(store, first.run_id).digest
+    assert after.digest == resolve(store, second.run_id).digest != before.digest
+
+
+def test_published_personas_follow_the_registrys_visibility_rules(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    alices, bobs = (run.run_id for run in personas)
+    publish(store, bobs, "bobs-own", owner="bob")
+    publish(store, bobs, "bobs-shared", owner="bob", shared=True)
+    publish(store, alices, "alices-own", owner="alice")
+    seen = {who.name: {p.name for p in available(store, who)} for who in (ALICE, BOB, ROOT)}
+    assert {"bobs-shared", "bobs-shared:latest", "alices-own", "alices-own:latest"} <= seen["alice"]
+    assert "bobs-own" not in seen["alice"] and "bobs-own:latest" not in seen["alice"]
+    assert {"bobs-own", "bobs-shared", "alices-own"} <= seen["root"]
+    check_access(ALICE, resolve(store, "bobs-shared"))  # shared: though bob's run is not alice's to use
+    check_access(ROOT, resolve(store, "bobs-own"))
+    with pytest.raises(PermissionDenied, match="persona bobs-own belongs to another user"):
+        check_access(ALICE, resolve(store, "bobs-own:latest"))
+
+
+def test_the_listing_puts_personas_then_runs_then_bases(store: LocalStore,
+                                                        personas: tuple[RunRecord, RunRecord]) -> None:
+    publish(store, personas[0].run_id, "ordered", "v2", owner="alice")
+    kinds = ["persona" if p.published else "base" if p.is_base else "run" for p in available(store, ALICE)]
+    assert kinds == sorted(kinds, key=["persona", "run", "base"].index) and {"persona", "run", "base"} == set(kinds)
+
+
+def test_a_bare_name_is_a_base_model_then_a_run_id_then_a_persona(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    alices, bobs = (run.run_id for run in personas)
+    publish(store, alices, "tiny", owner="alice")  # a persona named like a base model
+    publish(store, bobs, alices, owner="alice")  # and one named like a run id, pointing at another run
+    assert resolve(store, "tiny").is_base and resolve(store, "tiny:latest").published is not None
+    assert resolve(store, alices).published is None and resolve(store, alices).owner == "alice"
+    assert resolve(store, f"{alices}:latest").digest == resolve(store, bobs).digest
+    listed = [p.name for p in available(store, ALICE)]
+    assert listed.count("tiny") == 1 and "tiny:latest" in listed  # the bare name lists the base only
+    assert listed.count(alices) == 1 and f"{alices}:latest" in listed
+
+
+def test_an_unknown_persona_is_not_found_without_naming_the_others(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    publish(store, personas[1].run_id, "secret-name", owner="bob")
+    for ref in ("no-such-persona", "no-such-persona:v9", "secret-name:v9", "Upper-Case"):
+        with pytest.raises(NotFound, match="does not exist") as err:
+            resolve(store, ref)
+        assert "secret-name" not in str(err.value).replace(ref, "")
+    for bad in ("name:Bad-Tag", "name@not-a-record", "a:b:c"):
+        with pytest.raises(InvalidInput) as invalid:
+            resolve(store, bad)
+        assert invalid.value.where == "model"
+
+
+def test_the_printed_chat_command_names_the_persona_not_the_base_its_name_shadows(
+    store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    from io import StringIO
+
+    from character.cli.personas import print_published
+    from rich.console import Console
+
+    for name, command in (("smollm2", "oct chat smollm2:latest"), ("plain-name", "oct chat plain-name")):
+        out = StringIO()
+        print_published(publish(store, personas[0].run_id, name, owner="alice"), Console(file=out, width=400))
+        printed = out.getvalue()
+        assert f"  {command}\n" in printed
+        assert resolve(store, command.removeprefix("oct chat ")).published is not None

@@ -2,7 +2,9 @@
 the test CA) with bearer tokens, on 127.0.0.1: the model list each caller may see, chat and
 completions answering exactly as the project's engine on the run's merged model, streaming
 that spells the same answer, OpenAI-style refusals (404, 403, 401, 400 naming the field, 429),
-a run finished after the server started, 8 concurrent requests, eviction, health and metrics."""
+a run finished after the server started, personas published (or a tag moved) after it started
+served by name under the registry's visibility rules, 8 concurrent requests, eviction, health
+and metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from character.controller.runs import RunRecord
 from character.models.engine import SamplingParams
 from character.models.transformers_engine import TransformersEngine
 from character.platform import Limits, PlatformConfig
+from character.serving.registry import publish
 from character.serving.server import PersonaServer, ServerOptions, build_server
 from character.store import LocalStore
 
@@ -146,6 +149,44 @@ def test_a_run_finished_after_the_server_started_is_served(
     assert run.run_id in {m.id for m in api.models.list()}
     assert chat(api, run.run_id) == merged_engine(store, run).generate([MESSAGES], GREEDY)[0].text
     assert chat(api, run.run_id) != chat(api, "tiny")
+
+
+def test_a_persona_published_after_the_server_started_is_served_by_name(
+    server: PersonaServer, credentials: Credentials, store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    api = client(server, credentials, "alice")
+    run = personas[0]
+    assert "alice-talks" not in {m.id for m in api.models.list()}
+    publish(store, run.run_id, "alice-talks", owner="alice")
+    assert {"alice-talks", "alice-talks:latest"} <= {m.id for m in api.models.list()}
+    expected = merged_engine(store, run).generate([MESSAGES], GREEDY)[0].text
+    assert chat(api, "alice-talks") == chat(api, "alice-talks:latest") == expected
+    assert expected != chat(api, "tiny")
+
+
+def test_anothers_unshared_persona_is_refused_and_not_listed_and_a_shared_one_served(
+    server: PersonaServer, credentials: Credentials, store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    bobs = personas[1]
+    publish(store, bobs.run_id, "bob-private", owner="bob")
+    publish(store, bobs.run_id, "bob-public", owner="bob", shared=True)
+    api = client(server, credentials, "alice")
+    listed = {m.id for m in api.models.list()}
+    assert "bob-private" not in listed and "bob-private:latest" not in listed and "bob-public" in listed
+    with pytest.raises(openai.PermissionDeniedError, match="persona bob-private belongs to another user"):
+        chat(api, "bob-private")
+    assert chat(api, "bob-public") == merged_engine(store, bobs).generate([MESSAGES], GREEDY)[0].text
+
+
+def test_republishing_the_tag_switches_what_the_name_serves(
+    server: PersonaServer, credentials: Credentials, store: LocalStore, personas: tuple[RunRecord, RunRecord]
+) -> None:
+    api = client(server, credentials)
+    answers = [merged_engine(store, run).generate([MESSAGES], GREEDY)[0].text for run in personas]
+    assert answers[0] != answers[1]
+    for run, answer in zip(personas, answers, strict=True):
+        publish(store, run.run_id, "switching", "prod", owner="root")
+        assert chat(api, "switching:prod") == answer
 
 
 def test_concurrent_requests_answer_as_they_do_one_at_a_time(
