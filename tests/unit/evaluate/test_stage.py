@@ -170,15 +170,17 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert all(c["n"] == spec.stage_config("eval").calibration_items == 24 for c in candidates)
     # coherence's model judge (the teacher) is calibrated on its own only when it was not chosen
     assert ("coherence_judge_calibration" in results) == (calibration["judge"] == "embedding")
-    judged = [e["own_trait_choice"] for e in prefs["own_trait_evidence"].values()]
-    judged += [c["evidence"] for c in results["coherence"]["comparisons"]]
-    for figure in judged:
-        assert figure["validity"] == {"valid": calibration["valid"], "reason": calibration["reason"]}
-        assert ("instrument not valid" in figure["sentence"]) == (not calibration["valid"])
+    coherent = results.get("coherence_judge_calibration", calibration)
+    judged = [(e["own_trait_choice"], calibration) for e in prefs["own_trait_evidence"].values()]
+    judged += [(c["evidence"], coherent) for c in results["coherence"]["comparisons"]]
+    for figure, judge in judged:
+        assert figure["validity"] == {"valid": judge["valid"], "reason": judge["reason"]}
+        assert ("instrument not valid" in figure["sentence"]) == (not judge["valid"])
     assert result.metrics["judge_valid"] == calibration["valid"]
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
+    assert f"judge {calibration['judge']} (the better calibrated of embedding" in html  # the choice, named
     assert all(f">{section}</h2>" in html for section in SECTIONS)
     assert 'class="tag underpowered"' in html
 
