@@ -215,7 +215,7 @@ def test_a_calibration_subset_below_min_n_is_refused() -> None:
     from character.stages.evaluate import Config
 
     with pytest.raises(ValueError, match=r"calibration_items \(10\) is below min_n \(20\)"):
-        Config(calibration_items=10)
+        Config.model_validate({"calibration_items": 10})
     assert Config.for_scale("demo").calibration_items == 24 and Config.for_scale("proof").calibration_items == 36
     assert Config.for_scale("full").calibration_items is None  # every item at full scale
 
