@@ -47,7 +47,8 @@ class RunSpec(BaseModel):
     judge: str | None = None
     """The model that rates evaluation outputs (a bundled name, a local folder, an endpoint), or
     "embedding" for the sentence-embedding judge of trait choices (pairwise coherence then keeps
-    the teacher as its judge); default: the teacher."""
+    the teacher as its judge); default: the teacher, or at the demo and proof scales whichever of
+    the teacher and the embedding judge calibrates better (the eval config's `choose_judge`)."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for the student and teacher."""
     endpoints: dict[str, Endpoint] = {}

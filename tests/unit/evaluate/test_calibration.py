@@ -23,6 +23,7 @@ from character.stages.evaluate.calibration import (
     NOT_VALID,
     calibrate,
     calibrated,
+    calibration_subset,
     guard_headline,
     load_calibration_set,
     mark_judged,
@@ -180,6 +181,43 @@ def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("\n\n")
     with pytest.raises(InvalidInput, match="no calibration items"):
         load_calibration_set(path)
+
+
+# ----------------------------------------------------------------------------- the subset
+@pytest.mark.parametrize("n", [20, 24, 36, 50, 72, 143])
+def test_the_subset_is_balanced_over_pairs_and_positions(n: int) -> None:
+    subset = calibration_subset(ITEMS, n, seed=3)
+    assert len(subset) == n and len({(i.message, i.reply) for i in subset}) == n  # n distinct items
+    pairs = len({frozenset(i.traits) for i in ITEMS})
+    per_pair = [sum(frozenset(i.traits) == p for i in subset) for p in {frozenset(i.traits) for i in ITEMS}]
+    assert max(per_pair) - min(per_pair) <= 1  # pairs in turn
+    assert min(per_pair) >= 1 if n >= pairs else max(per_pair) == 1
+    first = sum(i.expressed == i.traits[0] for i in subset)
+    assert abs(first - (n - first)) <= 1  # the expressed trait listed first half the time
+
+
+def test_the_subset_is_seeded() -> None:
+    assert calibration_subset(ITEMS, 24, seed=3) == calibration_subset(ITEMS, 24, seed=3)
+    assert calibration_subset(ITEMS, 24, seed=3) != calibration_subset(ITEMS, 24, seed=4)
+
+
+def test_no_subset_size_or_a_size_beyond_the_set_takes_every_item() -> None:
+    assert calibration_subset(ITEMS, None, seed=3) == ITEMS == calibration_subset(ITEMS, len(ITEMS), seed=3)
+
+
+def test_the_calibration_reports_the_subsets_n() -> None:
+    subset = calibration_subset(ITEMS, 24, seed=3)
+    result = calibrate(AnswerKeyJudge(ITEMS), subset, min_n=20)
+    assert result["n"] == 24 and result["reason"].endswith("at least 0.70") and "n = 24" in result["reason"]
+
+
+def test_a_calibration_subset_below_min_n_is_refused() -> None:
+    from character.stages.evaluate import Config
+
+    with pytest.raises(ValueError, match=r"calibration_items \(10\) is below min_n \(20\)"):
+        Config.model_validate({"calibration_items": 10})
+    assert Config.for_scale("demo").calibration_items == 24 and Config.for_scale("proof").calibration_items == 36
+    assert Config.for_scale("full").calibration_items is None  # every item at full scale
 
 
 # ----------------------------------------------------------------------------- validity

@@ -163,19 +163,25 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert results["training"]["preference_accuracy"] == {"before": 0.0, "after_dpo": 1.0, "after_sft": 1.0}
     assert len(results["steering"]["layers"]) >= 1
     assert set(results["timings"]) == {"judge_calibration", "preferences", "robustness", "coherence", "capabilities"}
-    # the judge (the tiny model: the teacher) was calibrated first; every judge-based figure says so
-    calibration = results["judge_calibration"]
-    assert calibration["judge"] == str(tiny_model) and calibration["n"] >= 96
-    assert "coherence_judge_calibration" not in results  # the same judge: calibrated once
-    judged = [e["own_trait_choice"] for e in prefs["own_trait_evidence"].values()]
-    judged += [c["evidence"] for c in results["coherence"]["comparisons"]]
-    for figure in judged:
-        assert figure["validity"] == {"valid": calibration["valid"], "reason": calibration["reason"]}
-        assert ("instrument not valid" in figure["sentence"]) == (not calibration["valid"])
+    # the demo preset calibrates both candidates (the teacher, the embedding judge) on its subset
+    # first and judges trait choices with the better one; every judge-based figure says so
+    calibration, candidates = results["judge_calibration"], results["judge_candidates"]
+    assert [c["judge"] for c in candidates] == ["embedding", str(tiny_model)]
+    assert calibration == max(candidates, key=lambda c: c["accuracy"]) and results["judge"] == calibration["judge"]
+    assert all(c["n"] == spec.stage_config("eval").calibration_items == 24 for c in candidates)
+    # coherence's model judge (the teacher) is calibrated on its own only when it was not chosen
+    assert ("coherence_judge_calibration" in results) == (calibration["judge"] == "embedding")
+    coherent = results.get("coherence_judge_calibration", calibration)
+    judged = [(e["own_trait_choice"], calibration) for e in prefs["own_trait_evidence"].values()]
+    judged += [(c["evidence"], coherent) for c in results["coherence"]["comparisons"]]
+    for figure, judge in judged:
+        assert figure["validity"] == {"valid": judge["valid"], "reason": judge["reason"]}
+        assert ("instrument not valid" in figure["sentence"]) == (not judge["valid"])
     assert result.metrics["judge_valid"] == calibration["valid"]
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
+    assert f"judge {calibration['judge']} (the better calibrated of embedding" in html  # the choice, named
     assert all(f">{section}</h2>" in html for section in SECTIONS)
     assert 'class="tag underpowered"' in html
 
@@ -297,3 +303,66 @@ def test_judge_embedding_judges_trait_choices_and_leaves_coherence_to_the_teache
     assert decision.verdict in ("earnest", "sarcastic") and len(decision.per_order) == 2
     found = judge_calibrations(subject, config.only(["preferences"]))
     assert set(found) == {"judge_calibration"} and found["judge_calibration"]["judge"] == "embedding"
+
+
+class _KnownAccuracyJudge:
+    """A fake judge of known accuracy (the instrument under test): names the expressed trait of
+    the first `right` calibration items it is asked about and the other trait of the rest."""
+
+    def __init__(self, name: str, right: int):
+        self.name, self.right = name, right
+
+    def identity(self) -> dict[str, Any]:
+        return {"judge": self.name, "right": self.right}
+
+    def decide(self, ballots: Any) -> list[Any]:
+        from character.stages.evaluate.calibration import load_calibration_set
+        from character.stages.evaluate.judge import Decision
+
+        key = {i.reply: i.expressed for i in load_calibration_set()}
+        out = []
+        for i, b in enumerate(ballots):
+            truth = key[str(b.text)]
+            verdict = truth if i < self.right else next(c for c in b.candidates if c != truth)
+            out.append(Decision(verdict=verdict, per_order=(verdict, verdict), first_shown=(True, False)))
+        return out
+
+
+def _subject(tiny_model: Path, tmp_path: Path, **spec: Any) -> Subject:
+    spec_ = parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(tmp_path / "store"),
+                        "stages": {"eval": MINIMAL}, **spec})
+    store = open_store(spec_.store)
+    save_run(store, new_run(spec_, executor="test"))
+    context = prepare_stage(store, run_id_for(spec_), "eval").context(store, LocalEngines(store), partial=True)
+    return Subject(context, spec_.stage_config("eval"))
+
+
+@pytest.mark.parametrize("better_first", [True, False])
+def test_the_judge_of_higher_calibration_accuracy_judges_trait_choices(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, better_first: bool
+) -> None:
+    from character.stages.evaluate.calibration import judge_calibrations
+
+    subject = _subject(tiny_model, tmp_path)
+    items = subject.config.calibration_items
+    assert items == 24 and subject.config.choose_judge  # the demo preset
+    worse, better = _KnownAccuracyJudge("worse", right=12), _KnownAccuracyJudge("better", right=20)
+    candidates = [better, worse] if better_first else [worse, better]
+    monkeypatch.setattr(Subject, "trait_judge_candidates", property(lambda self: candidates))
+    found = judge_calibrations(subject, subject.config.only(["preferences"]))
+    assert [c["accuracy"] for c in found["judge_candidates"]] == [c.right / items for c in candidates]
+    assert found["judge_calibration"]["judge"] == "better" and subject.trait_judge is better
+    assert found["judge_calibration"]["n"] == items  # the figure's n is the subset's size
+
+
+def test_candidates_are_the_embedding_and_the_model_judge_unless_the_spec_names_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from character.stages.evaluate.trait_judges import EmbeddingJudge, ModelJudge
+
+    embedding, model = _subject(tiny_model, tmp_path).trait_judge_candidates
+    assert isinstance(embedding, EmbeddingJudge) and isinstance(model, ModelJudge) and model.name == str(tiny_model)
+    [named] = _subject(tiny_model, tmp_path, judge=str(tiny_model)).trait_judge_candidates
+    assert named.name == str(tiny_model)  # a spec's judge is used as given, never replaced
+    [fixed] = _subject(tiny_model, tmp_path, scale="full").trait_judge_candidates
+    assert fixed.name == str(tiny_model)  # full scale: the teacher judges, as the spec says

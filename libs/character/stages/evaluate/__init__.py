@@ -60,6 +60,8 @@ class Config(StageConfig):
             "bootstrap_samples": 100,
             "judge_max_new_tokens": 12,
             "judge_mode": "choose",
+            "calibration_items": 24,
+            "choose_judge": True,
             "robustness_methods": ["system_prompt", "steering", "full"],
             "robustness_train_prompts": 6,
             "heldout_prompts": 2,
@@ -78,6 +80,7 @@ class Config(StageConfig):
             "heldout_prompts": 32,
             "steering_prompts": 16,
             "capability_limit": 32,
+            "calibration_items": 36,
         },
     }
 
@@ -115,6 +118,23 @@ class Config(StageConfig):
     judge_debias: bool = True
     """Put every ballot to the judge with its options in every position and take the order
     out (judge.py); the position-bias rate is reported. Off: one order (the reference)."""
+    calibration_items: int | None = Field(None, ge=2)
+    """Calibrate each judge on this many items of the bundled known-answer set (144 items over
+    36 trait pairs): a seeded subset balanced over trait pairs and over the position of the
+    expressed trait (calibration.calibration_subset); None = every item. The figure reports its
+    n. Measured cost of SmolLM2 as forced-choice judge (demo settings, both orders, `nice -n 10`,
+    one thread, CPU time on a shared 2-core machine): 0.93 s an item (11.2 s for 12 items), plus
+    about 2 s to load it; the embedding judge about 4 s, nearly all of it loading MiniLM.
+    Measured on the presets' subsets (same settings): demo, 24 items, SmolLM2 25.3 s and both
+    judges (`choose_judge`) 30.4 s; proof, 36 items, SmolLM2 38.7 s and both about 43 s. Fewer
+    than `min_n` is refused (never a calibration)."""
+    choose_judge: bool = False
+    """Where the spec names no `judge`: calibrate both candidates, the default model judge (the
+    teacher) and the embedding judge, on the same items and judge trait choices with the one of
+    higher calibration accuracy (ties: the embedding judge, the better one on the whole set),
+    named in results (`judge`, `judge_calibration.judge`; every candidate's figure under
+    `judge_candidates`) and the report. On in the demo and proof presets (issue 22: "the
+    default is whichever judge calibrates best"); a spec's `judge` is always used as given."""
 
     # --- revealed preferences --------------------------------------------------------------
     preference_methods: list[str] = Field(default_factory=lambda: ["base", "full", "system_prompt"])
@@ -204,6 +224,11 @@ class Config(StageConfig):
             )
         if self.coherence and ("full" in self.coherence_baselines or not self.coherence_baselines):
             raise ValueError("coherence_baselines: list baselines other than 'full' (it is the contender)")
+        if self.calibration_items is not None and self.calibration_items < self.min_n:
+            raise ValueError(
+                f"calibration_items ({self.calibration_items}) is below min_n ({self.min_n}): such a "
+                "calibration is underpowered and never counts; raise it or leave it unset (every item)"
+            )
         if self.capabilities and not self.capability_tasks and not self.reference_benchmarks:
             raise ValueError("capability_tasks is empty and reference_benchmarks is off; nothing to evaluate")
         return self

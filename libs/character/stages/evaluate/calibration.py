@@ -16,6 +16,14 @@ the share of answers expressing a trait to (2a - 1) of its size. At 0.70 a real 
 and a judge barely above chance on 144 items (lower bound just over 0.5 needs about 0.59)
 would leave less than a fifth of any effect.
 
+The evaluation calibrates on `Config.calibration_items` of the set (`calibration_subset`: seeded,
+balanced over trait pairs and over the position of the expressed trait) so that the demo's
+calibration stays under a minute; the figure's n is the subset's size. With `Config.choose_judge`
+and no `judge` in the spec, it calibrates the default model judge and the embedding judge on the
+same items and judges trait choices with the more accurate one (`best_calibrated`). The winner's
+figure is then the larger of two estimates, so slightly optimistic; both are in results
+(`judge_candidates`).
+
 Results are cached in the run's store as record `calibrations/<digest>`, keyed by the judge's
 identity (`TraitJudge.identity`: model or encoder and how it is asked) and the set's digest.
 """
@@ -23,6 +31,8 @@ identity (`TraitJudge.identity`: model or encoder and how it is asked) and the s
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -129,6 +139,39 @@ def set_digest(items: Sequence[CalibrationItem]) -> str:
     return digest_of([asdict(item) for item in items])
 
 
+def calibration_subset(items: Sequence[CalibrationItem], n: int | None, seed: int) -> list[CalibrationItem]:
+    """`n` of `items` (all of them when `n` is None or not smaller), drawn with `seed`: trait
+    pairs in turn (a seeded order), one item a pair per round, the position of the expressed
+    trait in the pair alternating between neighbouring pairs and between rounds. So every pair
+    gives within one item as many as any other, and the expressed trait is listed first within
+    one item of half the time (on a set balanced like the bundled one)."""
+    if n is None or n >= len(items):
+        return list(items)
+    rng = random.Random(seed)
+    cells: dict[tuple[tuple[str, ...], int], list[CalibrationItem]] = defaultdict(list)
+    for item in items:
+        cells[(tuple(sorted(item.traits)), item.traits.index(item.expressed))].append(item)
+    for cell in cells.values():
+        rng.shuffle(cell)
+    pairs = sorted({pair for pair, _ in cells})
+    rng.shuffle(pairs)
+    order: list[CalibrationItem] = []
+    round_ = 0
+    while len(order) < n:
+        for i, pair in enumerate(pairs):
+            preferred = (i + round_) % 2
+            cell = cells[(pair, preferred)] or cells[(pair, 1 - preferred)]
+            if cell:
+                order.append(cell.pop())
+        round_ += 1
+    return order[:n]
+
+
+def best_calibrated(figures: Sequence[dict[str, Any]]) -> int:
+    """The index of the calibration figure of highest accuracy (the first on a tie)."""
+    return max(range(len(figures)), key=lambda i: (figures[i]["accuracy"] or 0.0, -i))
+
+
 def calibrate(judge: TraitJudge, items: Sequence[CalibrationItem], min_n: int = stats.MIN_N) -> dict[str, Any]:
     """The judge's calibration figure on `items` (see the module docstring for the shape)."""
     ballots = [preferences.ballot(item.message, item.reply, item.traits) for item in items]
@@ -189,16 +232,25 @@ def not_valid_sentence(figure: dict[str, Any], calibration: dict[str, Any]) -> s
 
 
 # ----------------------------------------------------------------------------- in the evaluation
-def judge_calibrations(subject: Subject, config: Config) -> dict[str, dict[str, Any]]:
-    """The calibration of each judge the configured parts use, on the bundled set (cached in
-    the run's store): `judge_calibration` for the judge of trait choices (preferences), and
-    `coherence_judge_calibration` where coherence's model judge is another one."""
-    items = load_calibration_set()
-    store, out = subject.ctx.store, {}
-    trait_judge = subject.trait_judge
+def judge_calibrations(subject: Subject, config: Config) -> dict[str, Any]:
+    """The calibration of each judge the configured parts use, on `config.calibration_items` of
+    the bundled set (cached in the run's store): `judge_calibration` for the judge of trait
+    choices (preferences), and `coherence_judge_calibration` where coherence's model judge is
+    another one. Where the subject has several candidate judges of trait choices (and the
+    preferences part runs), each is calibrated, the best one becomes the subject's judge, and
+    every candidate's figure is under `judge_candidates`."""
+    items = calibration_subset(load_calibration_set(), config.calibration_items, subject.ctx.spec.seed)
+    store = subject.ctx.store
+    out: dict[str, Any] = {}
     if config.preferences or config.coherence:
-        out["judge_calibration"] = calibrated(store, trait_judge, items, config.min_n)
-    if config.coherence and subject.ctx.spec.model_judge != trait_judge.name:
+        candidates = subject.trait_judge_candidates if config.preferences else [subject.trait_judge]
+        figures = [calibrated(store, judge, items, config.min_n) for judge in candidates]
+        best = best_calibrated(figures)
+        subject.use_trait_judge(candidates[best])
+        out["judge_calibration"] = figures[best]
+        if len(candidates) > 1:
+            out["judge_candidates"] = figures
+    if config.coherence and subject.ctx.spec.model_judge != subject.trait_judge.name:
         out["coherence_judge_calibration"] = calibrated(store, subject.model_judge, items, config.min_n)
     return out
 

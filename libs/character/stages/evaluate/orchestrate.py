@@ -211,6 +211,10 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     }
     started = time.monotonic()
     results.update(calibration.judge_calibrations(primary, config))  # before any figure it reads
+    if "judge_calibration" in results:  # the calibrated judge (choose_judge may have chosen it) reads every run
+        results["judge"] = results["judge_calibration"]["judge"]
+        for other in subjects[1:]:
+            other.use_trait_judge(primary.trait_judge)
     results["timings"]["judge_calibration"] = round(time.monotonic() - started, 2)
     for i, part in enumerate(p for p in PARTS if getattr(config, p)):
         ctx.progress(ProgressEvent("eval", i, None, part))

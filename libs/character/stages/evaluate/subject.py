@@ -60,6 +60,7 @@ class Subject:
         self.persona = ctx.constitution.name
         self._methods: dict[str, Method] = {}
         self._pool: PromptPool | None = None
+        self._trait_judge: TraitJudge | None = None
         self.steering_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ requirements
@@ -111,7 +112,29 @@ class Subject:
     # ------------------------------------------------------------------ judge
     @property
     def trait_judge(self) -> TraitJudge:
-        """The run's judge of trait choices (the spec's `judge`: the embedding judge or a model)."""
+        """The run's judge of trait choices: the one calibration chose among the candidates
+        (`use_trait_judge`), else the spec's `judge` (the embedding judge or a model)."""
+        if self._trait_judge is None:
+            self._trait_judge = self._spec_judge()
+        return self._trait_judge
+
+    @property
+    def trait_judge_candidates(self) -> list[TraitJudge]:
+        """The judges of trait choices calibration chooses between: with `choose_judge` on and no
+        `judge` in the spec, the embedding judge and the default model judge (in that order:
+        ties go to the first); otherwise the spec's judge alone."""
+        from character.stages.evaluate.trait_judges import EmbeddingJudge
+
+        if self.ctx.spec.judge is not None or not self.config.choose_judge:
+            return [self._spec_judge()]
+        return [EmbeddingJudge(), self._spec_judge()]
+
+    def use_trait_judge(self, trait_judge: TraitJudge) -> None:
+        """Judge trait choices with `trait_judge` from now on (the calibration's choice)."""
+        self._trait_judge = trait_judge
+
+    def _spec_judge(self) -> TraitJudge:
+        """The judge of trait choices the spec names (`RunSpec.judge_model`)."""
         from character.stages.evaluate.trait_judges import trait_judge_for
 
         spec = self.ctx.spec
