@@ -46,6 +46,7 @@ MINIMAL = {
     "steering_prompts": 2,
     "capability_limit": 2,
     "capability_tasks": ["oct_science_mc", "oct_arithmetic_gen"],
+    "side_by_side": 4,
 }
 TRAINED_PROMPTS = 3
 
@@ -137,6 +138,24 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert prefs["parse_failure_rate"] is not None
     assert set(prefs["own_traits"]) < set(prefs["traits"])  # the persona's own words are always rated
     assert set(prefs["own_trait_evidence"]) == {"full", "system_prompt"}
+
+    shown = results["side_by_side"]
+    trained = {p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]}
+    assert len(shown["rows"]) == 4 and shown["methods"] == ["base", "system_prompt", "steering", "full"]
+    assert len({row["prompt"] for row in shown["rows"]}) == 4  # distinct prompts
+    assert shown["validity"]["valid"] == results["judge_calibration"]["valid"]
+    for row in shown["rows"]:
+        assert row["prompt"] not in trained  # held out
+        assert set(row["answers"]) == set(shown["methods"])
+        i = row["comparison"]
+        for name, answer in row["answers"].items():
+            assert answer["verdict"] is None or answer["verdict"] in row["traits"]
+            assert answer["own"] == (answer["verdict"] in prefs["own_traits"])
+            if name in prefs["models"]:  # a rated method's answer and verdict are the preference part's own
+                assert answer["verdict"] == prefs["models"][name]["verdicts"][i]
+                examples = prefs["models"][name]["examples"]
+                if i < len(examples):
+                    assert (answer["text"], row["traits"]) == (examples[i]["answer"], examples[i]["traits"])
 
     robust = results["robustness"]
     attacks = [a.id for a in load_attacks()]
