@@ -181,7 +181,8 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
 
     assert results["training"]["preference_accuracy"] == {"before": 0.0, "after_dpo": 1.0, "after_sft": 1.0}
     assert len(results["steering"]["layers"]) >= 1
-    assert set(results["timings"]) == {"judge_calibration", "preferences", "robustness", "coherence", "capabilities"}
+    parts = {"judge_calibration", "preferences", "side_by_side", "robustness", "coherence", "capabilities"}
+    assert set(results["timings"]) == parts
     # the judge (the tiny model: the teacher) was calibrated first; every judge-based figure says so
     calibration = results["judge_calibration"]
     assert calibration["judge"] == str(tiny_model) and calibration["n"] >= 96

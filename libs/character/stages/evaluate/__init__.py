@@ -142,9 +142,7 @@ class Config(StageConfig):
     side_by_side: int = Field(12, ge=0, le=16)
     """Held-out preference prompts the report shows side by side, every method's answer with
     the judge's verdict (side_by_side.py); built when the preferences part runs; 0: none."""
-    side_by_side_methods: list[str] = Field(
-        default_factory=lambda: ["base", "system_prompt", "steering", "full"]
-    )
+    side_by_side_methods: list[str] = Field(default_factory=lambda: ["base", "system_prompt", "steering", "full"])
     """Methods shown side by side (the trained model is "full": no system prompt); one the
     preferences part does not rate answers the shown prompts only."""
 
