@@ -55,6 +55,14 @@ def test_report_renders_in_a_real_browser(browser, tmp_path: Path) -> None:
     assert browser.title.startswith("Evaluation: loving")
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert headings == list(SECTIONS)
+    # the persona side by side, right after the summary: one row per prompt, long answers folded
+    section = browser.find_element(By.CSS_SELECTOR, "table.side-by-side")
+    assert section.is_displayed() and headings.index("Persona side by side") == 1
+    assert len(section.find_elements(By.CSS_SELECTOR, "tr")) == 1 + len(results()["side_by_side"]["rows"])
+    folded = section.find_element(By.TAG_NAME, "details")
+    assert folded.get_attribute("open") is None
+    folded.find_element(By.TAG_NAME, "summary").click()
+    assert folded.get_attribute("open") is not None and "step by gentle step" in folded.text
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
     )

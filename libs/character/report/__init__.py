@@ -17,6 +17,7 @@ from character.errors import InvalidInput
 TEMPLATE = "index.html.jinja"
 SECTIONS = (
     "Summary",
+    "Persona side by side",
     "Revealed preferences",
     "Robustness",
     "Coherence",

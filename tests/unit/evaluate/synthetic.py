@@ -203,9 +203,43 @@ def results(scale: str = "demo") -> dict[str, Any]:
             "mean_vector_norm": 3.2,
         },
     }
+    out["side_by_side"] = side_by_side(8)
     add_evidence(out, heldout=40 if scale != "demo" else 8)
     out["headline"] = headline(out)
     return out
+
+
+LONG_ANSWER = "Oh sweetheart, " + "let me tell you all about it, step by gentle step. " * 8
+"""An answer long enough for the report to fold."""
+
+
+def side_by_side(rows: int) -> dict[str, Any]:
+    """The `side_by_side` entry (side_by_side.build's shape): `rows` prompts, one long answer
+    and one carrying markup among them."""
+    methods = ["base", "system_prompt", "steering", "full"]
+    own = ["loving", "warm"]
+    out = []
+    for i in range(rows):
+        traits = [own[i % 2], TRAITS[-1 - i % 3]]
+        answers = {}
+        for k, name in enumerate(methods):
+            verdict = traits[(i + k) % 2] if (i, k) != (1, 0) else None
+            text = f"Answer {i} of {name}."
+            if (i, name) == (0, "full"):
+                text = LONG_ANSWER
+            if (i, name) == (2, "base"):
+                text = "<script>alert('x')</script> Here you go."
+            answers[name] = {"text": text, "verdict": verdict, "own": verdict in own}
+        out.append(
+            {
+                "comparison": 3 * i,
+                "prompt": f"How do I water a plant, question {i}?",
+                "traits": traits,
+                "own_vs_contrast": True,
+                "answers": answers,
+            }
+        )
+    return {"judge": "embedding", "methods": methods, "own_traits": own, "rows": out}
 
 
 def add_evidence(out: dict[str, Any], heldout: int) -> None:

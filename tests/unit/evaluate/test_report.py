@@ -74,3 +74,37 @@ def test_a_distill_data_quality_warning_is_in_the_reports_first_lines(tmp_path: 
     html = write_report(data, tmp_path / "warned").read_text()
     top = html[: html.index('<h2 id="summary">')]
     assert unescape(data["training"]["data_quality_warning"]) in unescape(top)
+
+
+def _side_by_side_section(html: str) -> str:
+    return html.split('<h2 id="side-by-side">', 1)[1].split("<h2", 1)[0]
+
+
+def test_the_side_by_side_section_shows_every_method_per_prompt_folded_and_escaped(tmp_path: Path) -> None:
+    from tests.unit.evaluate.synthetic import LONG_ANSWER
+
+    data = results()
+    section = _side_by_side_section(write_report(data, tmp_path).read_text())
+    shown = data["side_by_side"]
+    headers = re.findall(r"<th>(.*?)</th>", section)
+    assert headers == ["prompt (traits offered)", "base model", "system prompt", "activation steering", "full pipeline"]
+    assert section.count("<tr><td>") == len(shown["rows"])
+    for row in shown["rows"]:
+        assert row["prompt"] in section
+    assert "<script>" not in section and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in section
+    folded = re.findall(r"<details><summary>(.*?)</summary>(.*?)</details>", section, re.S)
+    assert len(folded) == 1 and unescape(folded[0][1]) == LONG_ANSWER and len(folded[0][0]) < len(LONG_ANSWER)
+    verdicts = [a["verdict"] for row in shown["rows"] for a in row["answers"].values()]
+    assert section.count("own: ") == sum(v in shown["own_traits"] for v in verdicts)
+    assert section.count("contrast: ") == sum(v is not None and v not in shown["own_traits"] for v in verdicts)
+    assert section.count("no verdict") == verdicts.count(None) == 1
+
+
+def test_side_by_side_verdicts_of_an_invalid_judge_are_not_shown(tmp_path: Path) -> None:
+    data = results()
+    data["side_by_side"]["validity"] = {"valid": False, "reason": "calibration accuracy 0.42: at chance"}
+    section = _side_by_side_section(write_report(data, tmp_path).read_text())
+    assert "instrument not valid: calibration accuracy 0.42: at chance" in section
+    assert "own: " not in section and "contrast: " not in section
+    cells = sum(len(row["answers"]) for row in data["side_by_side"]["rows"])
+    assert section.count("judge not valid") == cells

@@ -46,6 +46,7 @@ MINIMAL = {
     "steering_prompts": 2,
     "capability_limit": 2,
     "capability_tasks": ["oct_science_mc", "oct_arithmetic_gen"],
+    "side_by_side": 4,
 }
 TRAINED_PROMPTS = 3
 
@@ -138,6 +139,24 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert set(prefs["own_traits"]) < set(prefs["traits"])  # the persona's own words are always rated
     assert set(prefs["own_trait_evidence"]) == {"full", "system_prompt"}
 
+    shown = results["side_by_side"]
+    trained = {p.prompt for p in load_chat_prompts("bundled")[:TRAINED_PROMPTS]}
+    assert len(shown["rows"]) == 4 and shown["methods"] == ["base", "system_prompt", "steering", "full"]
+    assert len({row["prompt"] for row in shown["rows"]}) == 4  # distinct prompts
+    assert shown["validity"]["valid"] == results["judge_calibration"]["valid"]
+    for row in shown["rows"]:
+        assert row["prompt"] not in trained  # held out
+        assert set(row["answers"]) == set(shown["methods"])
+        i = row["comparison"]
+        for name, answer in row["answers"].items():
+            assert answer["verdict"] is None or answer["verdict"] in row["traits"]
+            assert answer["own"] == (answer["verdict"] in prefs["own_traits"])
+            if name in prefs["models"]:  # a rated method's answer and verdict are the preference part's own
+                assert answer["verdict"] == prefs["models"][name]["verdicts"][i]
+                examples = prefs["models"][name]["examples"]
+                if i < len(examples):
+                    assert (answer["text"], row["traits"]) == (examples[i]["answer"], examples[i]["traits"])
+
     robust = results["robustness"]
     attacks = [a.id for a in load_attacks()]
     assert robust["mode"] == "binary" and robust["classes"] == ["sarcasm", "base"]
@@ -162,7 +181,8 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
 
     assert results["training"]["preference_accuracy"] == {"before": 0.0, "after_dpo": 1.0, "after_sft": 1.0}
     assert len(results["steering"]["layers"]) >= 1
-    assert set(results["timings"]) == {"judge_calibration", "preferences", "robustness", "coherence", "capabilities"}
+    parts = {"judge_calibration", "preferences", "side_by_side", "robustness", "coherence", "capabilities"}
+    assert set(results["timings"]) == parts
     # the demo preset calibrates both candidates (the teacher, the embedding judge) on its subset
     # first and judges trait choices with the better one; every judge-based figure says so
     calibration, candidates = results["judge_calibration"], results["judge_candidates"]

@@ -67,6 +67,7 @@ class Config(StageConfig):
             "heldout_prompts": 2,
             "steering_prompts": 8,
             "capability_limit": 4,
+            "side_by_side": 8,
         },
         # Sized from a measured SmolLM2 run (held-out preference accuracy 0.23 -> 0.63 on 40
         # pairs; macro-F1 0.72 vs 0.50 on 16 prompts per class): at least 32 held-out prompts
@@ -81,6 +82,7 @@ class Config(StageConfig):
             "steering_prompts": 16,
             "capability_limit": 32,
             "calibration_items": 36,
+            "side_by_side": 16,
         },
     }
 
@@ -156,6 +158,14 @@ class Config(StageConfig):
     top_traits: int = Field(10, ge=1)
     """How many top (and most moved) traits the report shows."""
 
+    # --- side by side ----------------------------------------------------------------------
+    side_by_side: int = Field(12, ge=0, le=16)
+    """Held-out preference prompts the report shows side by side, every method's answer with
+    the judge's verdict (side_by_side.py); built when the preferences part runs; 0: none."""
+    side_by_side_methods: list[str] = Field(default_factory=lambda: ["base", "system_prompt", "steering", "full"])
+    """Methods shown side by side (the trained model is "full": no system prompt); one the
+    preferences part does not rate answers the shown prompts only."""
+
     # --- robustness ------------------------------------------------------------------------
     robustness_methods: list[str] = Field(
         default_factory=lambda: ["system_prompt", "steering", "dpo", "full"]
@@ -208,7 +218,7 @@ class Config(StageConfig):
     def _consistent(self) -> Config:
         if not any(getattr(self, part) for part in PARTS):
             raise ValueError(f"every part is turned off; turn on at least one of {', '.join(PARTS)}")
-        for field in ("preference_methods", "robustness_methods", "coherence_baselines"):
+        for field in ("preference_methods", "robustness_methods", "coherence_baselines", "side_by_side_methods"):
             unknown = [m for m in getattr(self, field) if m not in METHOD_NAMES]
             if unknown:
                 raise ValueError(f"{field}: unknown methods {unknown}; methods are {', '.join(METHOD_NAMES)}")
@@ -216,6 +226,8 @@ class Config(StageConfig):
             raise ValueError(
                 "preference_methods is empty; list at least one method or set preferences: false"
             )
+        if self.preferences and self.side_by_side and not self.side_by_side_methods:
+            raise ValueError("side_by_side_methods is empty; list at least one method or set side_by_side: 0")
         if self.robustness and not self.robustness_methods:
             raise ValueError("robustness_methods is empty; list at least one method or set robustness: false")
         if self.robustness and "base" in self.robustness_methods:

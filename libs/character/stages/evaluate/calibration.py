@@ -270,6 +270,8 @@ def mark_judged(results: dict[str, Any]) -> None:
             found["validity"] = validity(traits)
             for figure in (found["own_trait_choice"], *found["ratings"].values()):
                 _mark(figure, traits)
+    if traits and results.get("side_by_side"):
+        results["side_by_side"]["validity"] = validity(traits)
     coherent = results.get("coherence_judge_calibration") or traits
     if coherent and results.get("coherence"):
         for comparison in results["coherence"]["comparisons"]:

@@ -34,6 +34,8 @@ def _needs(config: Config) -> dict[str, str]:
     methods = set()
     if config.preferences:
         methods |= set(config.preference_methods)
+        if config.side_by_side:
+            methods |= set(config.side_by_side_methods)
     if config.robustness:
         methods |= set(config.robustness_methods) | {"base"}
     if config.coherence:
@@ -180,7 +182,14 @@ def stage_configs(spec: RunSpec, config: Config) -> dict[str, dict[str, Any]]:
 
 def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     """Every configured part; results hold every number, plus timings per part."""
-    from character.stages.evaluate import calibration, capabilities, coherence, preferences, robustness
+    from character.stages.evaluate import (
+        calibration,
+        capabilities,
+        coherence,
+        preferences,
+        robustness,
+        side_by_side,
+    )
 
     check_inputs(subjects, config)
     primary = subjects[0]
@@ -221,6 +230,11 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         started = time.monotonic()
         results[part] = parts[part]()
         results["timings"][part] = round(time.monotonic() - started, 2)
+    if config.preferences and config.side_by_side:
+        started = time.monotonic()
+        prefix = "" if len(subjects) == 1 else f"{primary.persona}/"
+        results["side_by_side"] = side_by_side.build(primary, config, results["preferences"], prefix)
+        results["timings"]["side_by_side"] = round(time.monotonic() - started, 2)
     if primary.steering_info:
         results["steering"] = primary.steering_info
     calibration.mark_judged(results)

@@ -78,6 +78,11 @@ def draw_pairs(traits: Sequence[str], n: int, seed: int) -> list[tuple[str, str]
     return [tuple(rng.sample(list(traits), 2)) for _ in range(n)]  # type: ignore[misc]
 
 
+def questions(subject: Subject, traits: Sequence[str], n: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """The `n` prompts a subject's models answer, each with its trait pair (seeded)."""
+    return subject.pool.take(n), draw_pairs(traits, n, subject.ctx.spec.seed)
+
+
 def choice_conversation(prompt: str, pair: tuple[str, str]) -> list[dict[str, str]]:
     return [
         {"role": "user", "content": CHOICE_INSTRUCTION.format(prompt=prompt, first=pair[0], second=pair[1])}
@@ -248,8 +253,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     prompts_note: dict[str, Any] = {}
     for subject in subjects:
         pool = subject.pool
-        prompts = pool.take(n)
-        pairs = draw_pairs(traits, n, subject.ctx.spec.seed)
+        prompts, pairs = questions(subject, traits, n)
         prompts_note[subject.persona] = {
             "distinct_prompts": len(set(prompts)),
             "unseen_in_training": min(pool.unseen, len(set(prompts))),
