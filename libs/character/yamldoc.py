@@ -296,7 +296,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # Python's json reads NaN and Infinity; JSON has neither
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 _JSON_SPACE = re.compile(r"[ \t\r\n]*")
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?P<key>[ \t\r\n]*:)?|[{}\[\]]')
 
@@ -316,6 +320,8 @@ def _checked(decode: Callable[[], Any], text: str, where: str, budget: Budget, f
                            where=f"{where}:{line}") from None
     except RecursionError:
         raise InvalidInput(f"the document nests deeper than {budget.max_depth} levels", where=at) from None
+    except ValueError as err:  # NaN, or an integer of more digits than Python converts
+        raise InvalidInput(f"bad value: {_clip(str(err))}", where=at) from None
     _check_tree(result[0] if isinstance(result, tuple) else result, budget, at)
     return result
 

@@ -43,18 +43,31 @@ HOSTILE: dict[str, tuple[str, bytes, int]] = {
 @pytest.fixture(scope="module")
 def persona_server(credentials: Credentials, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PersonaServer]:
     store = open_store(str(tmp_path_factory.mktemp("store")))
-    server = build_server(store, ServerOptions(port=0, health_port=0), credentials.tls_dir, credentials.tokens_file,
-                          PlatformConfig(), device="cpu").start()
+    server = build_server(
+        store,
+        ServerOptions(port=0, health_port=0),
+        credentials.tls_dir,
+        credentials.tokens_file,
+        PlatformConfig(),
+        device="cpu",
+    ).start()
     yield server
     server.stop()
 
 
-def _ask(connection: http.client.HTTPSConnection, credentials: Credentials, user: str, method: str, path: str,
-         body: bytes | None = None) -> tuple[int, str]:
+def _ask(
+    connection: http.client.HTTPSConnection,
+    credentials: Credentials,
+    user: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+) -> tuple[int, str]:
     """One request on a kept-alive connection: its status and body."""
     token = credentials.tokens.get(user, "not-a-token")
-    connection.request(method, path, body=body, headers={"Authorization": f"Bearer {token}",
-                                                         "Content-Type": "application/json"})
+    connection.request(
+        method, path, body=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
     answer = connection.getresponse()
     return answer.status, answer.read().decode()
 
@@ -65,8 +78,9 @@ def _connect(server: PersonaServer, credentials: Credentials) -> http.client.HTT
 
 
 @pytest.mark.attack("8 concurrent hostile requests starve the persona server")
-def test_hostile_requests_are_refused_fast_while_the_model_list_answers(persona_server: PersonaServer,
-                                                                       credentials: Credentials) -> None:
+def test_hostile_requests_are_refused_fast_while_the_model_list_answers(
+    persona_server: PersonaServer, credentials: Credentials
+) -> None:
     normal = _connect(persona_server, credentials)
     assert _ask(normal, credentials, "alice", "GET", "/v1/models")[0] == 200  # connected and warm
     done = threading.Event()
@@ -97,7 +111,8 @@ def test_hostile_requests_are_refused_fast_while_the_model_list_answers(persona_
         done.set()
         watcher.join()
     assert {name: status for name, (status, _, _) in outcomes.items()} == {
-        name: status for name, (_, _, status) in HOSTILE.items()}, outcomes
+        name: status for name, (_, _, status) in HOSTILE.items()
+    }, outcomes
     assert max(seconds for _, seconds, _ in outcomes.values()) < 5.0, outcomes
     assert all(len(text) < 4096 for _, _, text in outcomes.values())  # refusals stay short
     assert "duplicate key 'model'" in outcomes["duplicate keys"][2]
@@ -108,17 +123,25 @@ def test_hostile_requests_are_refused_fast_while_the_model_list_answers(persona_
 
 
 @pytest.mark.attack("a request in flight keeps the persona server from stopping")
-def test_stop_returns_within_the_grace_period_while_a_request_is_in_flight(credentials: Credentials,
-                                                                           tmp_path_factory: pytest.TempPathFactory
-                                                                           ) -> None:
+def test_stop_returns_within_the_grace_period_while_a_request_is_in_flight(
+    credentials: Credentials, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     store = open_store(str(tmp_path_factory.mktemp("store")))
-    server = build_server(store, ServerOptions(port=0, health_port=0, grace_s=1.0), credentials.tls_dir,
-                          credentials.tokens_file, PlatformConfig(), device="cpu").start()
+    server = build_server(
+        store,
+        ServerOptions(port=0, health_port=0, grace_s=1.0),
+        credentials.tls_dir,
+        credentials.tokens_file,
+        PlatformConfig(),
+        device="cpu",
+    ).start()
     trust = ssl.create_default_context(cafile=str(credentials.tls_dir / "ca.crt"))
     raw = trust.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="localhost")
     try:
-        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n"
-                f"Authorization: Bearer {credentials.tokens['alice']}\r\nContent-Type: application/json\r\n\r\n")
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n"
+            f"Authorization: Bearer {credentials.tokens['alice']}\r\nContent-Type: application/json\r\n\r\n"
+        )
         raw.sendall(head.encode() + b'{"model": "tiny", ')  # and the rest of the body never comes
         time.sleep(0.5)  # the request is in: its handler waits for the body
         started = time.monotonic()

@@ -112,6 +112,12 @@ def test_json_duplicate_keys_name_both_lines_offset_by_the_first_line() -> None:
     assert err.value.where == "f.jsonl:6"
 
 
+def test_json_constants_and_huge_integers_are_bad_values() -> None:
+    for text in ('{"x": NaN}', "[Infinity]", "[" + "9" * 5000 + "]"):
+        with pytest.raises(InvalidInput, match=r"f\.jsonl:3: bad value"):
+            parse_json(text, "f.jsonl", first_line=3)
+
+
 def test_a_json_array_gives_each_item_its_line_and_budget() -> None:
     text = '[\n {"a": [1, 2]},\n\n {"b": 2}\n]\n'
     assert parse_json_array(text, "f.json") == [(2, {"a": [1, 2]}), (4, {"b": 2})]

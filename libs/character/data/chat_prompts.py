@@ -17,6 +17,10 @@ Each row's prompt is taken from the first of these fields that is present:
   objects (Pure-Dove).
 A row's "id" is kept when present; otherwise the id is `<file stem or set name>-<row number>`.
 An optional "topic" string is kept. Rows without a usable prompt are errors naming file:line.
+
+JSON rows are read as every external JSON document is (`character.yamldoc.parse_json`): duplicate
+keys are refused naming both lines, and each row's nesting and number of values are bounded, so
+one row costs bounded work; a file costs in proportion to its rows.
 """
 
 from __future__ import annotations
