@@ -18,10 +18,14 @@ import yaml
 from character.constitution import load_constitution
 from character.controller.submission import spec_from_submission
 from character.data.chat_prompts import load_chat_prompts
+from character.errors import InvalidInput
 from character.pipeline.spec import load_spec
-from character.platform import load_platform_config
+from character.platform import Limits, load_platform_config
 from character.security.auth import load_tokens_file
+from character.serving.api import ApiError, ChatRequest, parse
+from character.serving.server import body_budget
 from character.stages.evaluate.calibration import load_calibration_set
+from character.yamldoc import parse_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +217,33 @@ def test_classic_attacks_in_json_record_files_cost_no_more_than_the_budget(name:
 
 def _chat_prompts(text: str, suffix: str) -> Any:
     return load_chat_prompts(str(_file(text, suffix)))
+
+
+CHAT_REQUEST = st.fixed_dictionaries({"model": st.one_of(st.just("tiny"), VALUES), "messages": st.one_of(
+    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x"]),
+                                    "content": st.one_of(st.text(ODD, max_size=40), VALUES)}), max_size=4), VALUES)},
+    optional={"max_tokens": st.one_of(st.integers(), VALUES), "temperature": st.one_of(st.floats(), VALUES),
+              "stream": VALUES, "stream_options": VALUES, "seed": VALUES})
+
+
+def _request_body(text: str) -> Any:
+    """The persona server's reading of a chat request body (`PersonaServer._body`, then the
+    request model); its 400 counts as the refusal it is."""
+    try:
+        return parse(ChatRequest, parse_json(text, "body", body_budget(Limits())))
+    except ApiError as err:
+        raise InvalidInput(err.message, where=err.param) from None
+
+
+@pytest.mark.attack("fuzzed persona server request bodies")
+@FUZZ
+@given(mutated(CHAT_REQUEST).filter(lambda text: text.lstrip().startswith("{")))
+def test_fuzzed_persona_server_bodies(text: str) -> None:
+    _check("persona server body", lambda: _request_body(text), text)
+
+
+@pytest.mark.attack("JSON bombs sent to the persona server")
+@pytest.mark.parametrize("name", list(JSON_ATTACKS))
+def test_json_attacks_on_the_persona_server_body_cost_no_more_than_the_budget(name: str) -> None:
+    outcome = measure("persona server body", lambda: _request_body(JSON_ATTACKS[name]), JSON_ATTACKS[name])
+    assert outcome.refused is not None and within_budget(outcome), (outcome.cpu_s, outcome.peak_bytes)

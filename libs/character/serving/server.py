@@ -92,10 +92,7 @@ class PersonaServer:
         self.metrics = metrics
         self.options = options or ServerOptions()
         self._in_flight: dict[str, int] = {}
-        # What the largest valid request holds (a chat of max_messages messages of 4 values each,
-        # and the other fields), checked as the body is parsed: no deep, wide or aliased JSON
-        # reaches the request model.
-        self._body_budget = Budget.remote(max_nodes=4 * limits.max_messages + 32, max_depth=_BODY_DEPTH)
+        self._body_budget = body_budget(limits)
         self._workers = ThreadPoolExecutor(self.options.workers, thread_name_prefix="persona-server")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -392,6 +389,13 @@ class PersonaServer:
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+
+
+def body_budget(limits: Limits) -> Budget:
+    """What the largest valid request body holds (a chat of `max_messages` messages of 4 values
+    each, and the other fields), checked as it is parsed: no deep or wide JSON reaches the
+    request model."""
+    return Budget.remote(max_nodes=4 * limits.max_messages + 32, max_depth=_BODY_DEPTH)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
