@@ -14,8 +14,10 @@ budget allows.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -237,28 +239,106 @@ def line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     return lines
 
 
-def parse_json(text: str, where: str, budget: Budget | None = None) -> Any:
-    """The value of JSON `text`: duplicate keys refused, nesting and size within `budget`."""
+def parse_json(text: str, where: str, budget: Budget | None = None, first_line: int = 1) -> Any:
+    """The value of JSON `text`: duplicate keys refused (naming both lines), nesting and size within
+    `budget`. `first_line` is the line of `where` the text starts on (a JSONL file's line)."""
+    one_line = "\n" not in text.strip()
+    at = f"{where}:{first_line}" if one_line else where  # where a budget is passed, when that is known
+    return _checked(lambda: _DECODER.decode(text), text, where, budget or Budget(), first_line, at)
+
+
+def parse_json_array(text: str, where: str, budget: Budget | None = None) -> list[tuple[int, Any]]:
+    """The items of the JSON array `text`, each with the line it starts on, each item within
+    `budget` (a file of many small records: the budget is per record, not for the whole file)."""
     budget = budget or Budget()
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        doc = dict(pairs)
-        if len(doc) < len(pairs):
-            names = [k for k, _ in pairs]
-            twice = next(k for i, k in enumerate(names) if k in names[:i])
-            raise _Refused(f"duplicate key {_show(twice)}: keep one", 0)
-        return doc
+    def refused(message: str, pos: int) -> InvalidInput:
+        return InvalidInput(f"bad JSON: {message}", where=f"{where}:{text.count(chr(10), 0, pos) + 1}")
 
-    try:
-        doc = json.loads(text, object_pairs_hook=no_duplicates)
-    except json.JSONDecodeError as err:
-        raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{where}:{err.lineno}") from None
-    except _Refused as err:
-        raise InvalidInput(str(err), where=where) from None
-    except RecursionError:
-        raise InvalidInput(f"the document nests deeper than {budget.max_depth} levels", where=where) from None
-    _check_tree(doc, budget, where)
+    def space(pos: int) -> int:
+        return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
+
+    pos = space(0)
+    if not text.startswith("[", pos):
+        raise refused("expected an array", pos)
+    items: list[tuple[int, Any]] = []
+    pos = space(pos + 1)
+    while not text.startswith("]", pos):
+        start, line = pos, text.count("\n", 0, pos) + 1
+        decode = functools.partial(_DECODER.raw_decode, text, start)
+        value, pos = _checked(decode, text, where, budget, 1, f"{where}:{line}")
+        items.append((line, value))
+        pos = space(pos)
+        if text.startswith(",", pos):
+            pos = space(pos + 1)
+            if text.startswith("]", pos):
+                raise refused("a ',' before ']'", pos)
+        elif not text.startswith("]", pos):
+            raise refused("expected ',' or ']' after an item", pos)
+    if text[pos + 1 :].strip():
+        raise refused("text after the array", pos + 1)
+    return items
+
+
+class _DuplicateKey(Exception):
+    """A JSON object repeats a key (located by `_duplicate_lines`)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) < len(pairs):
+        raise _DuplicateKey
     return doc
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # Python's json reads NaN and Infinity; JSON has neither
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?P<key>[ \t\r\n]*:)?|[{}\[\]]')
+
+
+def _checked(decode: Callable[[], Any], text: str, where: str, budget: Budget, first_line: int, at: str) -> Any:
+    """`decode()`'s result, its JSON errors located (file:line) and its tree within `budget` (a
+    budget passed is reported at `at`)."""
+    try:
+        result = decode()
+    except json.JSONDecodeError as err:
+        line = first_line + err.lineno - 1
+        raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=f"{where}:{line}") from None
+    except _DuplicateKey:
+        key, earlier, line = _duplicate_lines(text)
+        earlier, line = earlier + first_line - 1, line + first_line - 1
+        raise InvalidInput(f"duplicate key {_show(key)} (at line {earlier} and line {line}): keep one",
+                           where=f"{where}:{line}") from None
+    except RecursionError:
+        raise InvalidInput(f"the document nests deeper than {budget.max_depth} levels", where=at) from None
+    except ValueError as err:  # NaN, or an integer of more digits than Python converts
+        raise InvalidInput(f"bad value: {_clip(str(err))}", where=at) from None
+    _check_tree(result[0] if isinstance(result, tuple) else result, budget, at)
+    return result
+
+
+def _duplicate_lines(text: str) -> tuple[str, int, int]:
+    """The first repeated key of a JSON text and the lines of its two places. Only called once
+    the decoder found a repeat, so the text up to it is valid JSON; its nesting is bounded by the
+    decoder's recursion limit, which it passed."""
+    objects: list[dict[str, int] | None] = []  # per open bracket: an object's keys -> line, or None (an array)
+    for token in _JSON_TOKEN.finditer(text):
+        kind = token.group()
+        if kind in "{[":
+            objects.append({} if kind == "{" else None)
+        elif kind in "}]":
+            objects.pop()
+        elif token.group("key") is not None and objects and objects[-1] is not None:
+            key = json.loads(kind[: token.start("key") - token.start()])
+            line = text.count("\n", 0, token.start()) + 1
+            if key in objects[-1]:
+                return key, objects[-1][key], line
+            objects[-1][key] = line
+    raise AssertionError("the decoder saw a duplicate key that the text does not repeat")
 
 
 def _check_tree(doc: Any, budget: Budget, where: str) -> None:

@@ -56,3 +56,13 @@ ATTACKS: dict[str, str] = {
     "!!int of 5,000 digits": "constitution: sarcasm\nseed: !!int " + "9" * 5_000 + "\n",
 }
 """Name -> spec text; every one must be refused with InvalidInput."""
+
+
+JSON_ATTACKS: dict[str, str] = {
+    "100,000-deep JSON nesting": '{"prompt": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "200,000 JSON values": '{"prompt": "a", "x": [' + ",".join(["1"] * 200_000) + "]}",
+    "duplicate JSON key": '{"prompt": "a", "id": "x", "prompt": "b"}',
+    "a 1 MB JSON string": '{"prompt": "' + "\\u00e9" * 170_000 + '"}',
+    "JSON NaN and a 5,000-digit number": '{"prompt": "a", "x": [NaN, ' + "9" * 5_000 + "]}",
+}
+"""Name -> one JSON record (a chat prompt row), for the readers of JSON and JSONL files."""

@@ -6,6 +6,7 @@ a refusal stays short. `make fuzz` runs it at depth (FUZZ_EXAMPLES) and prints t
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -16,13 +17,19 @@ import pytest
 import yaml
 from character.constitution import load_constitution
 from character.controller.submission import spec_from_submission
+from character.data.chat_prompts import load_chat_prompts
+from character.errors import InvalidInput
 from character.pipeline.spec import load_spec
-from character.platform import load_platform_config
+from character.platform import Limits, load_platform_config
 from character.security.auth import load_tokens_file
+from character.serving.api import ApiError, ChatRequest, parse
+from character.serving.server import body_budget
+from character.stages.evaluate.calibration import load_calibration_set
+from character.yamldoc import parse_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.security.corpus import ATTACKS
+from tests.security.corpus import ATTACKS, JSON_ATTACKS
 from tests.security.fuzzing import EXAMPLES, measure, within_budget
 
 MAX_REFUSAL_CHARS = 4096
@@ -164,3 +171,79 @@ def test_fuzzed_jsonl_constitutions(lines: list[str]) -> None:
 def test_fuzzed_platform_configs_and_token_files(text: str) -> None:
     _check("platform config", lambda: load_platform_config(_file(text, ".yaml")), text)
     _check("token file", lambda: load_tokens_file(_file(text, ".yaml")), text)
+
+
+CHAT_ROW = st.fixed_dictionaries({}, optional={
+    "prompt": st.one_of(st.text(ODD, max_size=60), VALUES), "id": VALUES, "topic": VALUES,
+    "messages": st.one_of(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]),
+                                                           "content": st.one_of(st.text(ODD, max_size=40), VALUES)}),
+                                   max_size=3), VALUES)})
+CALIBRATION_ROW = st.fixed_dictionaries({"message": st.one_of(st.text(ODD, max_size=40), VALUES),
+                                         "reply": st.one_of(st.text(ODD, max_size=40), VALUES),
+                                         "traits": st.one_of(st.just(["warm", "cold"]), VALUES),
+                                         "expressed": st.one_of(st.just("warm"), VALUES)})
+
+
+def _lines(rows: list[str]) -> str:
+    return "\n".join(row.replace("\n", " ") for row in rows) + "\n"
+
+
+@pytest.mark.attack("fuzzed chat prompt files")
+@FUZZ
+@given(st.lists(mutated(CHAT_ROW), min_size=1, max_size=4), st.sampled_from([".jsonl", ".json"]))
+def test_fuzzed_chat_prompt_files(rows: list[str], suffix: str) -> None:
+    text = _lines(rows) if suffix == ".jsonl" else "[" + ",\n".join(rows) + "]"
+    _check(f"chat prompts {suffix}", functools.partial(_chat_prompts, text, suffix), text)
+
+
+@pytest.mark.attack("fuzzed calibration sets")
+@FUZZ
+@given(st.lists(mutated(CALIBRATION_ROW), min_size=1, max_size=4))
+def test_fuzzed_calibration_sets(rows: list[str]) -> None:
+    text = _lines(rows)
+    _check("calibration set", lambda: load_calibration_set(_file(text, ".jsonl")), text)
+
+
+@pytest.mark.attack("parser bombs in chat prompt files and calibration sets")
+@pytest.mark.parametrize("name", list(JSON_ATTACKS) + list(ATTACKS))
+def test_classic_attacks_in_json_record_files_cost_no_more_than_the_budget(name: str) -> None:
+    """A JSON attack as a record, a YAML one as a record's string (plain data there). The budget is
+    per record: a file of many records costs in proportion to them, as any data set does."""
+    record = JSON_ATTACKS[name] if name in JSON_ATTACKS else json.dumps({"prompt": ATTACKS[name]})
+    for text, suffix in ((record, ".jsonl"), (f"[{record}]", ".json")):
+        _check(f"chat prompts {suffix}", functools.partial(_chat_prompts, text, suffix), text)
+    _check("calibration set", lambda: load_calibration_set(_file(record, ".jsonl")), record)
+
+
+def _chat_prompts(text: str, suffix: str) -> Any:
+    return load_chat_prompts(str(_file(text, suffix)))
+
+
+CHAT_REQUEST = st.fixed_dictionaries({"model": st.one_of(st.just("tiny"), VALUES), "messages": st.one_of(
+    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x"]),
+                                    "content": st.one_of(st.text(ODD, max_size=40), VALUES)}), max_size=4), VALUES)},
+    optional={"max_tokens": st.one_of(st.integers(), VALUES), "temperature": st.one_of(st.floats(), VALUES),
+              "stream": VALUES, "stream_options": VALUES, "seed": VALUES})
+
+
+def _request_body(text: str) -> Any:
+    """The persona server's reading of a chat request body (`PersonaServer._body`, then the
+    request model); its 400 counts as the refusal it is."""
+    try:
+        return parse(ChatRequest, parse_json(text, "body", body_budget(Limits())))
+    except ApiError as err:
+        raise InvalidInput(err.message, where=err.param) from None
+
+
+@pytest.mark.attack("fuzzed persona server request bodies")
+@FUZZ
+@given(mutated(CHAT_REQUEST).filter(lambda text: text.lstrip().startswith("{")))
+def test_fuzzed_persona_server_bodies(text: str) -> None:
+    _check("persona server body", lambda: _request_body(text), text)
+
+
+@pytest.mark.attack("JSON bombs sent to the persona server")
+@pytest.mark.parametrize("name", list(JSON_ATTACKS))
+def test_json_attacks_on_the_persona_server_body_cost_no_more_than_the_budget(name: str) -> None:
+    outcome = measure("persona server body", lambda: _request_body(JSON_ATTACKS[name]), JSON_ATTACKS[name])
+    assert outcome.refused is not None and within_budget(outcome), (outcome.cpu_s, outcome.peak_bytes)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from character.errors import InvalidInput
-from character.yamldoc import Budget, line_index, load, parse_json, parse_mapping, read_text
+from character.yamldoc import Budget, line_index, load, parse_json, parse_json_array, parse_mapping, read_text
 
 
 def nested(depth: int) -> str:
@@ -100,6 +100,38 @@ def test_json_refuses_duplicate_keys_and_deep_or_large_documents() -> None:
     with pytest.raises(InvalidInput) as err:
         parse_json('{\n"a": }', "f.json")
     assert err.value.where == "f.json:2"
+
+
+def test_json_duplicate_keys_name_both_lines_offset_by_the_first_line() -> None:
+    text = '{"a": 1,\n "b": {"a": 2, "c": "\\"a\\": 9"},\n "a": 3}'
+    with pytest.raises(InvalidInput) as err:
+        parse_json(text, "f.jsonl", first_line=10)
+    assert str(err.value) == "f.jsonl:12: duplicate key 'a' (at line 10 and line 12): keep one"
+    with pytest.raises(InvalidInput) as err:
+        parse_json('{\n"a": }', "f.jsonl", first_line=5)
+    assert err.value.where == "f.jsonl:6"
+
+
+def test_json_constants_and_huge_integers_are_bad_values() -> None:
+    for text in ('{"x": NaN}', "[Infinity]", "[" + "9" * 5000 + "]"):
+        with pytest.raises(InvalidInput, match=r"f\.jsonl:3: bad value"):
+            parse_json(text, "f.jsonl", first_line=3)
+
+
+def test_a_json_array_gives_each_item_its_line_and_budget() -> None:
+    text = '[\n {"a": [1, 2]},\n\n {"b": 2}\n]\n'
+    assert parse_json_array(text, "f.json") == [(2, {"a": [1, 2]}), (4, {"b": 2})]
+    assert len(parse_json_array(text, "f.json", Budget(max_nodes=4))) == 2  # 6 values in all: the budget is per item
+    with pytest.raises(InvalidInput) as err:
+        parse_json_array(text, "f.json", Budget(max_nodes=3))
+    assert str(err.value) == "f.json:2: more than 3 values in the document"
+    with pytest.raises(InvalidInput) as err:
+        parse_json_array('[{"x": 1},\n {"x": 1, "x": 2}]', "f.json")
+    assert str(err.value) == "f.json:2: duplicate key 'x' (at line 2 and line 2): keep one"
+    for bad, says in [("{}", "expected an array"), ("[1 2]", "expected ','"), ("[1,]", "',' before ']'"),
+                      ("[1] 2", "text after the array"), ("[1,", "Expecting value"), ("[" * 5000, "deeper than")]:
+        with pytest.raises(InvalidInput, match=says):
+            parse_json_array(bad, "f.json")
 
 
 def test_line_index_locates_every_path() -> None:

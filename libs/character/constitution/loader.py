@@ -88,7 +88,7 @@ def _from_jsonl(text: str, path: Path) -> Constitution:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        traits.append((lineno, parse_json(line, f"{path}:{lineno}")))
+        traits.append((lineno, parse_json(line, str(path), first_line=lineno)))
     doc = {"name": _stem_name(path), "traits": [t for _, t in traits]}
     try:
         return Constitution.model_validate(doc)

@@ -17,11 +17,14 @@ Each row's prompt is taken from the first of these fields that is present:
   objects (Pure-Dove).
 A row's "id" is kept when present; otherwise the id is `<file stem or set name>-<row number>`.
 An optional "topic" string is kept. Rows without a usable prompt are errors naming file:line.
+
+JSON rows are read as every external JSON document is (`character.yamldoc.parse_json`): duplicate
+keys are refused naming both lines, and each row's nesting and number of values are bounded, so
+one row costs bounded work; a file costs in proportion to its rows.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from character.errors import CharacterError, InvalidInput, NotFound
+from character.yamldoc import parse_json, parse_json_array
 
 if TYPE_CHECKING:
     from character.store.base import Store
@@ -115,6 +119,7 @@ def prompt_of(row: Any) -> str:
 
 # ----------------------------------------------------------------------------- raw rows
 def _jsonl_rows(path: Path) -> list[Row]:
+    """One object a line, each read within the same budget as every external JSON document."""
     rows: list[Row] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -122,35 +127,16 @@ def _jsonl_rows(path: Path) -> list[Row]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                rows.append((where, json.loads(line)))
-            except json.JSONDecodeError as err:
-                rows.append((where, InvalidInput(f"bad JSON at column {err.colno}: {err.msg}")))
+                rows.append((where, parse_json(line, str(path), first_line=lineno)))
+            except InvalidInput as err:  # kept with its row: only rows a limit picks are reported
+                rows.append((where, InvalidInput(str(err).removeprefix(f"{where}: "))))
     return rows
 
 
 def _json_rows(path: Path) -> list[Row]:
     """A JSON array of objects, each located by the line it starts on."""
     text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
-    if not text.startswith("[", pos):
-        raise InvalidInput("a .json prompt file holds an array of objects", where=f"{path}:1")
-    pos += 1
-    rows: list[Row] = []
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            break
-        where = f"{path}:{text.count(chr(10), 0, pos) + 1}"
-        try:
-            row, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise InvalidInput(
-                f"bad JSON at column {err.colno}: {err.msg}", where=f"{path}:{err.lineno}"
-            ) from None
-        rows.append((where, row))
-    return rows
+    return [(f"{path}:{line}", row) for line, row in parse_json_array(text, str(path))]
 
 
 def _parquet_rows(path: Path) -> list[Row]:

@@ -54,11 +54,14 @@ from character.serving.metrics import ServingMetrics
 from character.serving.pool import PersonaPool
 from character.serving.resolve import ServedPersona, available, check_access, resolve
 from character.store.base import Store
+from character.yamldoc import Budget, parse_json
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 256
 """max_tokens when a request gives none (capped by `limits.max_new_tokens`)."""
 _DONE = object()
+_BODY_DEPTH = 4
+"""Nesting of a valid body: the request, its messages, a message (and one level to spare)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,12 @@ class ServerOptions:
     """Plaintext /healthz and /metrics (default: port + 2000; 0: a free one)."""
     workers: int = 8
     """Threads generating at once (requests for one model still take turns on its engine)."""
+    grace_s: float = 10.0
+    """Seconds `stop()` waits for requests in flight before it closes their connections."""
+
+    def __post_init__(self) -> None:
+        if self.grace_s < 0:
+            raise InvalidInput(f"grace_s must be >= 0, got {self.grace_s}", where="ServerOptions")
 
 
 class PersonaServer:
@@ -85,6 +94,7 @@ class PersonaServer:
         self.metrics = metrics
         self.options = options or ServerOptions()
         self._in_flight: dict[str, int] = {}
+        self._body_budget = body_budget(limits)
         self._workers = ThreadPoolExecutor(self.options.workers, thread_name_prefix="persona-server")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -125,10 +135,13 @@ class PersonaServer:
         return self
 
     def stop(self) -> None:
+        """Stop taking requests, give those in flight `options.grace_s` to finish, then close
+        their connections and return (a generation still running on a worker thread is left to
+        end on its own: a thread cannot be interrupted, and its answer has nobody to go to)."""
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-        self._workers.shutdown(wait=True, cancel_futures=True)
+            self._thread.join(timeout=self.options.grace_s + 5)  # the runners' cleanup waits at most grace_s
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     async def _listen(self) -> None:
         api = web.Application(client_max_size=self.limits.max_request_bytes + 1)
@@ -145,7 +158,7 @@ class PersonaServer:
         self.health_port = await self._site(side, health_port, None)
 
     async def _site(self, app: web.Application, port: int, ssl_context: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.options.grace_s)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.options.host, port, ssl_context=ssl_context)
@@ -235,13 +248,17 @@ class PersonaServer:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(400, f"the request body is {request.content_length} bytes, more than "
                                 f"{limit} (limits.max_request_bytes)", "body")
-        data = await request.content.read(limit + 1)
+        data = b""
+        while len(data) <= limit and (chunk := await request.content.read(limit + 1 - len(data))):
+            data += chunk  # read() gives what has arrived: a body sent in pieces takes several
         if len(data) > limit:
             raise ApiError(400, f"the request body is more than {limit} bytes (limits.max_request_bytes)", "body")
         try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ApiError(400, f"the request body is not JSON: {err}", "body") from None
+            return parse_json(data.decode("utf-8"), "body", self._body_budget)
+        except UnicodeDecodeError as err:
+            raise ApiError(400, f"the request body is not UTF-8 (byte {err.start})", "body") from None
+        except InvalidInput as err:
+            raise ApiError(400, str(err), "body") from None
 
     def _check_sizes(self, req: ChatRequest | CompletionRequest) -> None:
         limits = self.limits
@@ -374,6 +391,13 @@ class PersonaServer:
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+
+
+def body_budget(limits: Limits) -> Budget:
+    """What the largest valid request body holds (a chat of `max_messages` messages of 4 values
+    each, and the other fields), checked as it is parsed: no deep or wide JSON reaches the
+    request model."""
+    return Budget.remote(max_nodes=4 * limits.max_messages + 32, max_depth=_BODY_DEPTH)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -131,6 +131,21 @@ def test_json_array_rows_located_by_line(tmp_path: Path) -> None:
     assert [p.prompt for p in load_chat_prompts(str(path))] == ["first", "second"]
 
 
+def test_duplicate_keys_and_deep_rows_are_refused_naming_file_and_lines(tmp_path: Path) -> None:
+    deep = '{"prompt": ' + "[" * 5000 + "]" * 5000 + "}"
+    lines = ['{"prompt": "a"}', '{"prompt": "b", "id": "x",\t"prompt": "c"}', deep]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as err:
+        load_chat_prompts(str(path))
+    assert f"{path}:2: duplicate key 'prompt' (at line 2 and line 2)" in str(err.value)
+    assert f"{path}:3: the document nests deeper than" in str(err.value)
+    array = tmp_path / "p.json"
+    array.write_text('[{"prompt": "a"},\n {"prompt": "b",\n  "prompt": "c"}]', encoding="utf-8")
+    with pytest.raises(InvalidInput, match=rf"{array}:3: duplicate key 'prompt' \(at line 2 and line 3\)"):
+        load_chat_prompts(str(array))
+
+
 def test_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

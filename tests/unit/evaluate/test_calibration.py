@@ -148,6 +148,8 @@ def _line(**overrides: Any) -> str:
         (_line(traits=["warm", "warm"]), "field 'traits'"),
         (_line(expressed="kind"), "field 'expressed': 'kind' is not one of the traits"),
         ("[1, 2]", "a line is a list, expected an object"),
+        ('{"message": "m", "message": "n"}', "duplicate key 'message' (at line 3 and line 3)"),
+        ("[" * 5000, "nests deeper than"),
     ],
 )
 def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path, bad: str, says: str) -> None:

@@ -30,7 +30,6 @@ identity (`TraitJudge.identity`: model or encoder and how it is asked) and the s
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from character import stats
 from character.errors import InvalidInput, NotFound
 from character.stages.evaluate import preferences
 from character.store.digest import digest_of
+from character.yamldoc import parse_json
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -98,19 +98,19 @@ def load_calibration_set(path: str | Path | None = None) -> list[CalibrationItem
                 continue
             if len(items) == MAX_ITEMS:
                 raise InvalidInput(f"more than {MAX_ITEMS} items", where=where)
-            items.append(_item(raw, where))
+            items.append(_item(raw, source, lineno))
     if not items:
         raise InvalidInput("no calibration items", where=str(source))
     return items
 
 
-def _item(raw: bytes, where: str) -> CalibrationItem:
+def _item(raw: bytes, source: Path, lineno: int) -> CalibrationItem:
+    where = f"{source}:{lineno}"
     try:
-        row = json.loads(raw.decode("utf-8"))
+        line = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidInput(f"not UTF-8 text (byte {err.start})", where=where) from None
-    except json.JSONDecodeError as err:
-        raise InvalidInput(f"bad JSON at column {err.colno}: {err.msg}", where=where) from None
+    row = parse_json(line, str(source), first_line=lineno)
     if not isinstance(row, dict):
         raise InvalidInput(f"a line is a {type(row).__name__}, expected an object", where=where)
 
