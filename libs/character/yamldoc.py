@@ -187,7 +187,9 @@ def load(text: str, where: str, budget: Budget | None = None) -> tuple[Any, yaml
         raise InvalidInput(str(err), where=f"{where}:{err.line}") from None
     except yaml.YAMLError as err:
         raise _bad_yaml(err, text, where) from None
-    except (ValueError, TypeError, OverflowError) as err:  # e.g. `!!int` of 5,000 digits, a bad timestamp
+    # PyYAML's constructors fail on an explicit tag over a value it cannot hold: `!!int` of
+    # 5,000 digits (ValueError), `!!timestamp sarcasm` (AttributeError: its regex did not match)
+    except (ValueError, TypeError, OverflowError, AttributeError) as err:
         raise InvalidInput(f"bad value: {_clip(str(err))}", where=where) from None
     finally:
         loader.dispose()

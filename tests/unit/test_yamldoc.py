@@ -82,6 +82,8 @@ def test_explicit_tags_are_kept_and_unsafe_ones_refused() -> None:
 def test_values_python_refuses_are_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="bad value"):
         parse_mapping("seed: !!int " + "9" * 5000 + "\n", "f")
+    with pytest.raises(InvalidInput, match="bad value"):  # found by `make fuzz`: PyYAML raised AttributeError
+        parse_mapping("constitution: !!timestamp sarcasm\n", "f")
     with pytest.raises(InvalidInput, match="control characters"):
         parse_mapping("a: 1\x00\n", "f")
 
