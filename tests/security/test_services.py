@@ -36,6 +36,7 @@ from character_services.api.character.v1 import (
 )
 from character_services.cli import start_all
 from character_services.common.catalog import SERVICES
+from tests.fixtures.network import free_service_port
 from tests.fixtures.security import Credentials
 from tests.integration.services.conftest import Cluster, wait_for
 
@@ -305,13 +306,14 @@ def test_oct_up_is_tls_with_a_local_token_and_the_client_needs_no_flags(tmp_path
     env = {k: v for k, v in os.environ.items() if k not in ("OCT_TLS_DIR", "OCT_TOKEN", "OCT_AUTH_TOKENS")}
     env["OCT_HOME"] = str(tmp_path / "home")
     oct = str(Path(sys.executable).with_name("oct"))
-    base = 20000 + os.getpid() % 20000
+    base = free_service_port(len(SERVICES))  # a port another process holds would keep `oct up` from starting
     proc = subprocess.Popen([oct, "up", "--base-port", str(base), "--store", str(tmp_path / "store")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         address = f"127.0.0.1:{base}"
 
         def listed() -> bool:
+            assert proc.poll() is None, f"oct up exited: {proc.communicate()[0][-2000:]}"
             done = subprocess.run([oct, "list", "--controller", address], env=env, capture_output=True, text=True,
                                   timeout=60)
             return done.returncode == 0
