@@ -68,7 +68,7 @@ demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~5
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo --publish $(PERSONA)-demo
 
-proof: setup  ## the same at proof scale: enough held-out data for powered figures (~35 min on 2 idle cores, longer under load)
+proof: setup  ## the same at proof scale: enough held-out data for powered figures (~35 min on 2 idle cores measured before teacher_samples: 4, which draws 4 teacher answers a prompt: longer now, not re-measured)
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale proof
 
