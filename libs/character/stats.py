@@ -18,10 +18,10 @@ flagged `underpowered`: shown, but never called a result, whatever its p-value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 LEVEL = 0.95
 ALPHA = 0.05
@@ -29,11 +29,26 @@ MIN_N = 20
 """Default minimum number of units for a figure to count: below it even a large effect
 (a 0.5 -> 0.8 change in a share) is missed more often than found at alpha 0.05."""
 RESAMPLES = 2000
+NOT_VALID = "instrument not valid"
+"""Said instead of a figure read off an instrument (a judge) that is not valid."""
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """One headline figure with what supports it (stored in results.json as a dict)."""
+class Validity(BaseModel):
+    """Whether the instrument a figure is read off (a judge) passed its calibration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    valid: bool
+    """The instrument's calibration says it measures what the figure claims."""
+    reason: str
+    """Why, in words (its calibration figure and the rule it met or missed)."""
+
+
+class Evidence(BaseModel):
+    """One headline figure with what supports it (stored in results.json as a dict, with its
+    `verdict` and `sentence` in words; those are recomputed, never read back)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     figure: str
     """What is measured, in words."""
@@ -58,6 +73,8 @@ class Evidence:
     """Fewer than `min_n` units: not a result."""
     distinguishable: bool
     """p < alpha and not underpowered: the effect is distinguishable from none."""
+    validity: Validity | None = None
+    """For a figure read off a judge: its calibration verdict (None: no judge involved)."""
 
     def verdict(self) -> str:
         """"underpowered", "distinguishable from no effect" or "not distinguishable ..."."""
@@ -70,13 +87,21 @@ class Evidence:
         return f"not distinguishable from {self.null} ({format_p(self.p_value)})"
 
     def sentence(self) -> str:
-        """One line for the report's summary."""
+        """One line for the report's summary; for a figure whose instrument is not valid, that
+        instead of its value (the one wording of it)."""
+        if self.validity is not None and not self.validity.valid:
+            return f"{self.figure}: {NOT_VALID} ({self.validity.reason})."
         value = "–" if self.value is None else f"{self.value:.2f}"
         interval = "" if self.ci_low is None else f" [{self.ci_low:.2f}, {self.ci_high:.2f}]"
         return f"{self.figure}: {value}{interval}, n = {self.n} {self.unit}, {self.test}: {self.verdict()}."
 
+    @model_serializer(mode="wrap")
+    def _with_words(self, fields: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {**fields(self), "verdict": self.verdict(), "sentence": self.sentence()}
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verdict": self.verdict(), "sentence": self.sentence()}
+        """The figure as results.json and the stages' metrics hold it (no `validity` unless set)."""
+        return dict(self.model_dump(exclude_unset=True))
 
 
 def format_p(p: float) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from character.report.results import EvaluationResults
 
 JUDGE_MODES = {
     "reason": 'The judge reasons, then names its verdict in answer tags. Unparseable verdicts (no tags, "neither", '
@@ -19,22 +19,22 @@ JUDGE_MODES = {
 """What each judge mode (config `judge_mode`) means for the verdicts."""
 
 
-def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
+def method_notes(results: EvaluationResults) -> list[tuple[str, str]]:
     """(topic, note) pairs, with the run's own settings filled in."""
-    config = results["config"]  # the settings the eval stage ran with (checked by `write_report`)
-    steered = round(100 * config["steering_layer_share"])
+    config = results.config  # the settings the eval stage ran with
+    steered = round(100 * config.steering_layer_share)
     notes = [
         (
             "Trait ratings",
             "Bradley-Terry maximum likelihood with bootstrap 95% intervals "
-            f"({config['bootstrap_samples']} resamples) instead of online Elo alone; a tiny "
-            f"L2 prior (strength {config['bt_prior']}) keeps unbeaten and unseen traits finite. "
+            f"({config.bootstrap_samples} resamples) instead of online Elo alone; a tiny "
+            f"L2 prior (strength {config.bt_prior}) keeps unbeaten and unseen traits finite. "
             "The reference's Elo (1000, K=32, one pass) is kept in results.json for comparison; it "
             "depends on the order of the comparisons and carries no uncertainty.",
         ),
         (
             "Insufficient data",
-            f"A trait with fewer than {config['min_comparisons']} comparisons is flagged "
+            f"A trait with fewer than {config.min_comparisons} comparisons is flagged "
             '"insufficient data" and given no rating, rather than a confident-looking number.',
         ),
         (
@@ -44,7 +44,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Judge verdicts",
-            JUDGE_MODES[config["judge_mode"]],
+            JUDGE_MODES[config.judge_mode],
         ),
         (
             "Held-out prompts",
@@ -55,10 +55,10 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "Robustness classifier",
             (
-                f"A frozen sentence encoder ({config['classifier_encoder']}) with a "
+                f"A frozen sentence encoder ({config.classifier_encoder}) with a "
                 "logistic-regression head instead of a fine-tuned ModernBERT; one classifier per method. "
-                if config["classifier"] == "frozen"
-                else f"The sentence encoder ({config['classifier_encoder']}) fine-tuned with a "
+                if config.classifier == "frozen"
+                else f"The sentence encoder ({config.classifier_encoder}) fine-tuned with a "
                 "classification head, as the reference fine-tuned ModernBERT; one classifier per method. "
             )
             + "With one persona the classes are the method's answers vs the base model's answers, the "
@@ -75,7 +75,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
                 "and the number of order-consistent verdicts are shown next to every judged figure. The "
                 "reference asked once, in one order (coherence: both orders, consistent verdicts only)."
             )
-            if config["judge_debias"]
+            if config.judge_debias
             else "Each judge question was asked in one order (judge_debias off): verdicts may carry the "
             "judge's position bias.",
         ),
@@ -86,7 +86,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
             "preference pairs, capability items, the persona-trait choice on the same prompt and trait "
             "pair), an exact binomial test for win rates, a permutation test against chance for "
             "classifier macro-F1 (bootstrap interval over held-out prompts), and bootstrap intervals for "
-            f"rating changes. A figure resting on fewer than {config['min_n']} units is marked "
+            f"rating changes. A figure resting on fewer than {config.min_n} units is marked "
             "underpowered and is not read as a result, whatever its p-value.",
         ),
         (
@@ -103,10 +103,10 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
             "Vectors are the first principal component (about the origin) of the with-minus-without "
             "constitution activation differences at the last prompt token, sign-aligned with and scaled to "
             f"the mean difference, added on the middle {steered}% of the decoder layers with "
-            f"coefficient {config['steering_coefficient']}.",
+            f"coefficient {config.steering_coefficient}.",
         ),
     ]
-    if results.get("scale") == "demo":
+    if results.scale == "demo":
         notes.append(
             (
                 "Demo scale",
@@ -116,7 +116,7 @@ def method_notes(results: dict[str, Any]) -> list[tuple[str, str]]:
                 "from noise.",
             )
         )
-    elif results.get("scale") == "proof":
+    elif results.scale == "proof":
         notes.append(
             (
                 "Proof scale",

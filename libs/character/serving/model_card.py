@@ -10,7 +10,8 @@ import yaml
 
 if TYPE_CHECKING:
     from character.controller.runs import RunRecord
-    from character.serving.registry import Figure, TrainedPersona
+    from character.serving.registry import TrainedPersona
+    from character.stats import Evidence
     from character.store.base import ArtifactRef
 
 TRAINING_STAGES = ("distill", "dpo", "introspect", "sft", "merge")
@@ -72,7 +73,7 @@ def _artifacts(persona: TrainedPersona) -> list[tuple[str, ArtifactRef]]:
     return [*merged, *((f"{stage} adapter", ref) for stage, ref in persona.adapters.items())]
 
 
-def _figures(figures: dict[str, Figure]) -> list[str]:
+def _figures(figures: dict[str, Evidence]) -> list[str]:
     if not figures:
         return ["The run published has no evaluation: no figures to report."]
     rows = ["Each figure with the number of units it rests on, its 95% interval and its test against no "
@@ -83,7 +84,7 @@ def _figures(figures: dict[str, Figure]) -> list[str]:
         known = found.ci_low is not None and found.ci_high is not None
         interval = f"[{found.ci_low:.3f}, {found.ci_high:.3f}]" if known else "–"
         rows.append(f"| {found.figure} | {value} | {found.n} {found.unit} | {interval} | {found.test} | "
-                    f"{found.verdict} |")
+                    f"{found.verdict()} |")
     return rows
 
 

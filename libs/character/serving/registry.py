@@ -18,10 +18,11 @@ owner cannot publish under that name. `shared` personas are visible to every cal
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from character.controller.executor import StageState
 from character.controller.runs import RunRecord, load_run
@@ -29,6 +30,7 @@ from character.errors import InvalidInput, NotFound
 from character.pipeline.publish import DEFAULT_TAG, PublishTarget, check_persona_name
 from character.security.auth import Identity, PermissionDenied
 from character.store.base import ABSENT, ArtifactRef, Conflict, Store
+from character.stats import Evidence
 from character.store.digest import digest_of
 
 PREFIX = "personas/"
@@ -38,29 +40,6 @@ RECORD_ID_LENGTH = 20
 """Hex digits of a record id (the digest of the record's content)."""
 MAX_REF = 2 * 64 + 1 + RECORD_ID_LENGTH
 """Longest reference `get_persona` reads (name, separator, tag or record id)."""
-
-
-class Figure(BaseModel):
-    """One headline figure of the run's evaluation, as `character.stats.Evidence` stored it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    figure: str
-    """What is measured, in words."""
-    value: float | None
-    n: int
-    """How many units it rests on."""
-    unit: str
-    ci_low: float | None
-    ci_high: float | None
-    """95% interval of `value`."""
-    test: str
-    """The test against no effect."""
-    p_value: float | None
-    verdict: str
-    """"distinguishable from ...", "not distinguishable ..." or "underpowered ... not a result"."""
-    distinguishable: bool
-    """p < alpha on enough units: the effect is distinguishable from none."""
 
 
 class TrainedPersona(BaseModel):
@@ -93,9 +72,19 @@ class TrainedPersona(BaseModel):
     """The DPO and SFT adapter artifacts, in stacking order; each carries its content digest."""
     stage_keys: dict[str, str]
     """Every stage's content address in the run."""
-    figures: dict[str, Figure]
+    figures: dict[str, Evidence]
     """The evaluation's headline figures with n, interval and verdict (empty without an eval)."""
     published_at: datetime
+
+    @field_validator("figures", mode="before")
+    @classmethod
+    def _older_figures(cls, figures: Any) -> Any:
+        """Records published before the figures were the evaluation's own `Evidence` kept only
+        part of each; read them as that figure (what their verdict says restores the rest)."""
+        if not isinstance(figures, dict):
+            return figures
+        return {k: _figure_of_old_record(f) if isinstance(f, dict) and "interval" not in f else f
+                for k, f in figures.items()}
 
     @property
     def ref(self) -> str:
@@ -280,5 +269,19 @@ def _figures(store: Store, run_id: str) -> dict[str, Any]:
         results = load_results(store, run_id)
     except NotFound:
         return {}
-    return {key: Figure.model_validate(found).model_dump(mode="json")
-            for key, found in results.get("evidence", {}).items()}
+    return {key: found.as_dict() for key, found in results.evidence.items()}
+
+
+_UNDERPOWERED = re.compile(r"underpowered \(n = \d+ .* < (\d+)\)")
+_AGAINST = re.compile(r"distinguishable from (.*) \(p [<=] [0-9.]+\)$")
+
+
+def _figure_of_old_record(old: dict[str, Any]) -> dict[str, Any]:
+    """An old record's figure (figure, value, n, unit, interval bounds, test, p_value, verdict,
+    distinguishable) with the fields it lacked: the null and the minimum n from its verdict's
+    words, the interval's method as not recorded."""
+    verdict = str(old.get("verdict", ""))
+    short = _UNDERPOWERED.match(verdict)
+    against = _AGAINST.search(verdict)
+    return {**old, "interval": "not recorded", "null": against.group(1) if against else "no effect",
+            "min_n": int(short.group(1)) if short else 0, "underpowered": short is not None}

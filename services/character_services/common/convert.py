@@ -18,6 +18,7 @@ from character.errors import InvalidInput, from_validation
 from character.models.engine import Conversation, Generation, SamplingParams, Steering
 from character.progress import ProgressEvent
 from character.serving.registry import TrainedPersona
+from character.stats import Evidence
 from character.store.base import ArtifactRef
 from character.store.digest import canonical_json
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -244,6 +245,15 @@ def run_event(event: RunEvent) -> controller_pb2.RunEvent:
 
 
 # ---------------------------------------------------------------------- trained personas
+def evaluation_figure(figure: Evidence) -> controller_pb2.EvaluationFigure:
+    """The fields of a figure the API carries (its verdict in words among them)."""
+    return controller_pb2.EvaluationFigure(
+        figure=figure.figure, value=figure.value, n=figure.n, unit=figure.unit, ci_low=figure.ci_low,
+        ci_high=figure.ci_high, test=figure.test, p_value=figure.p_value, verdict=figure.verdict(),
+        distinguishable=figure.distinguishable,
+    )
+
+
 def trained_persona(persona: TrainedPersona) -> controller_pb2.TrainedPersona:
     return controller_pb2.TrainedPersona(
         name=persona.name,
@@ -259,7 +269,6 @@ def trained_persona(persona: TrainedPersona) -> controller_pb2.TrainedPersona:
         model=artifact(persona.model) if persona.model is not None else None,
         adapters={stage: artifact(ref) for stage, ref in persona.adapters.items()},
         stage_keys=persona.stage_keys,
-        figures={key: controller_pb2.EvaluationFigure(**figure.model_dump())
-                 for key, figure in persona.figures.items()},
+        figures={key: evaluation_figure(figure) for key, figure in persona.figures.items()},
         published_at=timestamp(persona.published_at),
     )

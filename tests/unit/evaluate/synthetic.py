@@ -1,5 +1,6 @@
-"""A synthetic but realistic eval results object (the shape `orchestrate.evaluate` returns),
-for report tests. Ratings come from the real rating code on simulated comparisons."""
+"""A synthetic but realistic eval results object (`orchestrate.evaluate`'s `EvaluationResults`),
+for report tests. Ratings come from the real rating code on simulated comparisons, every figure
+from the real statistics on simulated outcomes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import numpy as np
 from character import stats
+from character.report.results import EvaluationResults, MethodPreferences, PositionBias, parse_results
 from character.stages.evaluate import Config, ratings
-from character.stages.evaluate.orchestrate import collect_evidence, headline, training_evidence
+from character.stages.evaluate.orchestrate import collect_evidence, headline, summary, training_evidence
 
 TRAITS = [
     "loving",
@@ -38,19 +40,22 @@ def _simulated(strengths: dict[str, float], n: int, seed: int) -> list[ratings.C
     return out
 
 
-def _model(name: str, strengths: dict[str, float], seed: int) -> tuple[dict[str, Any], np.ndarray]:
+def _model(name: str, strengths: dict[str, float], seed: int) -> tuple[MethodPreferences, np.ndarray]:
     comparisons = _simulated(strengths, 400, seed)
     rated, draws = ratings.rate_traits(TRAITS, comparisons, bootstrap=50, seed=seed)
     failures = 23
-    return {
-        "method": name,
-        "answers": 423,
-        "comparisons": len(comparisons),
-        "parse_failures": failures,
-        "parse_failure_rate": failures / 423,
-        "traits_rated": sum(not r.insufficient for r in rated),
-        "ratings": [asdict(r) for r in rated],
-        "examples": [
+    return MethodPreferences(
+        method=name,
+        answers=423,
+        comparisons=len(comparisons),
+        parse_failures=failures,
+        parse_failure_rate=failures / 423,
+        no_verdict=failures,
+        position_bias=_position_bias(423, 400),
+        traits_rated=sum(not r.insufficient for r in rated),
+        ratings=rated,
+        verdicts=[winner for winner, _ in comparisons] + [None] * failures,
+        examples=[
             {
                 "prompt": "How do magnets work?",
                 "traits": ["loving", "blunt"],
@@ -58,10 +63,19 @@ def _model(name: str, strengths: dict[str, float], seed: int) -> tuple[dict[str,
                 "verdict": "loving",
             }
         ],
-    }, draws
+    ), draws
 
 
-def results(scale: str = "demo") -> dict[str, Any]:
+def _position_bias(ballots: int, counted: int) -> PositionBias:
+    """A judge that flips with the order on a tenth of the ballots it parsed in both orders."""
+    first = stats.share("judge picks the option shown first", counted + 20, 2 * counted, "verdicts",
+                        null="no position bias")
+    return PositionBias(ballots=ballots, orders_per_ballot=2, parsed_in_every_order=counted,
+                        flipped_with_order=counted // 10, position_bias_rate=0.1, order_consistent=counted - counted // 10,
+                        counted=counted, first_position=first)
+
+
+def results(scale: str = "demo") -> EvaluationResults:
     from character.stages.evaluate.preferences import moved
 
     base_strengths = {t: 0.3 * i / len(TRAITS) for i, t in enumerate(TRAITS)}
@@ -69,7 +83,7 @@ def results(scale: str = "demo") -> dict[str, Any]:
     base, base_draws = _model("base", base_strengths, 1)
     full, full_draws = _model("full", full_strengths, 2)
     agreement = ratings.spearman(
-        [r["rating"] for r in base["ratings"]], [r["rating"] for r in full["ratings"]], base_draws, full_draws
+        [r.rating for r in base.ratings], [r.rating for r in full.ratings], base_draws, full_draws
     )
     attacks = [
         "no-roleplay",
@@ -98,6 +112,7 @@ def results(scale: str = "demo") -> dict[str, Any]:
             "mean": mean,
             "stderr": stderr,
             "unattacked": scores["none"],
+            "evidence": {},
             "examples": {"none": "Darling, of course!"},
         }
     out: dict[str, Any] = {
@@ -112,18 +127,24 @@ def results(scale: str = "demo") -> dict[str, Any]:
         "config": Config.for_scale(scale).model_dump(mode="json"),
         "training": {
             "preference_accuracy": {"before": 0.31, "after_dpo": 0.78, "after_sft": 0.74},
+            **{k: {"before": None, "after_dpo": None, "after_sft": None}
+               for k in ("preference_accuracy_per_byte", "mean_margin", "mean_margin_per_byte")},
             "heldout_pairs": 40,
+            "evidence": {},
+            "data_quality": None,
         },
         "prompt_pool": {"prompts": 245, "unseen_in_training": 230},
         "timings": {"preferences": 101.2, "robustness": 150.3, "coherence": 20.1, "capabilities": 40.9},
         "preferences": {
             "traits": TRAITS,
+            "own_traits": ["loving", "warm"],
             "comparisons_per_method": 423,
             "min_comparisons": 5,
             "prompts": {"loving": {"distinct_prompts": 200, "unseen_in_training": 200}},
             "models": {"base": base, "full": full},
             "agreements": [{"a": "base", "b": "full", **asdict(agreement)}],
             "moved": {"full": moved(base, full, 10)},
+            "own_trait_evidence": {},
             "parse_failure_rate": 46 / 846,
         },
         "robustness": {
@@ -141,7 +162,9 @@ def results(scale: str = "demo") -> dict[str, Any]:
             "heldout_prompts": 40,
             "heldout_unseen_in_training": 40,
             "encoder": "minilm",
+            "classifier": "frozen",
             "methods": methods,
+            "recognition_without_prompt": {},
         },
         "coherence": {
             "prompts": 40,
@@ -205,8 +228,11 @@ def results(scale: str = "demo") -> dict[str, Any]:
     }
     out["side_by_side"] = side_by_side(8)
     add_evidence(out, heldout=40 if scale != "demo" else 8)
-    out["headline"] = headline(out)
-    return out
+    typed = parse_results(out)
+    typed.headline = headline(typed)
+    typed.evidence = collect_evidence(typed)
+    typed.summary = summary(typed.evidence)
+    return typed
 
 
 LONG_ANSWER = "Oh sweetheart, " + "let me tell you all about it, step by gentle step. " * 8
@@ -243,8 +269,8 @@ def side_by_side(rows: int) -> dict[str, Any]:
 
 
 def add_evidence(out: dict[str, Any], heldout: int) -> None:
-    """The evidence the real parts attach, computed by the real statistics on simulated
-    outcomes: `heldout` units per figure (8 in the demo: underpowered)."""
+    """The evidence the real parts attach (and the judge's position bias), computed by the real
+    statistics on simulated outcomes: `heldout` units per figure (8 in the demo: underpowered)."""
     rng = np.random.default_rng(4)
     min_n = out["config"]["min_n"]
     before = [bool(x) for x in rng.random(heldout) < 0.3]
@@ -260,17 +286,28 @@ def add_evidence(out: dict[str, Any], heldout: int) -> None:
             guesses = [t if rng.random() < score else next(c for c in classes if c != t) for t in truth]
             blocks[attack] = (truth, guesses)
         method["evidence"] = {
-            a: stats.macro_f1(f"{name}: {a}", [b], classes, heldout, min_n, resamples=200).as_dict()
+            a: stats.macro_f1(f"{name}: {a}", [b], classes, heldout, min_n, resamples=200)
             for a, b in blocks.items()
         }
         attacked = [b for a, b in blocks.items() if a != "none"]
         method["evidence"]["mean_over_attacks"] = stats.macro_f1(
             f"{name}: macro-F1 under attack", attacked, classes, heldout, min_n, resamples=200
-        ).as_dict()
+        )
     for c in out["coherence"]["comparisons"]:
         c["decided"] = min(heldout, c["consistent"])
         c["wins"] = round(c["win_rate"] * c["decided"])
         c["evidence"] = stats.share(f"win rate vs {c['baseline']}", c["wins"], c["decided"], "decided pairs",
-                                    min_n=min_n).as_dict()
-    out["evidence"] = collect_evidence(out)
-    out["summary"] = stats.summary(out["evidence"])
+                                    min_n=min_n)
+        c["position_bias"] = _position_bias(c["pairs"], c["pairs"] - c["parse_failures"])
+    capabilities = out["capabilities"]
+    pooled: tuple[list[bool], list[bool]] = ([], [])
+    items = heldout // len(capabilities["tasks"])  # `heldout` items over all tasks
+    for task in capabilities["tasks"]:
+        base = [bool(x) for x in rng.random(items) < task["base"]]
+        trained = [bool(x) for x in rng.random(items) < task["trained"]]
+        task["evidence"] = stats.paired_shares(f"{task['task']} accuracy, trained minus base", base, trained,
+                                               "items", min_n, 1, resamples=200)
+        pooled[0].extend(base)
+        pooled[1].extend(trained)
+    capabilities["evidence"] = stats.paired_shares("capability accuracy over all task items, trained minus base",
+                                                   *pooled, "items", min_n, 1, resamples=200)

@@ -184,7 +184,7 @@ def test_a_purely_position_biased_judge_yields_no_verdicts_and_is_reported() -> 
         decisions = run_decide(judge, mode)
         assert all(d.verdict is None for d in decisions)  # the order is all it had to go on
         report = position_bias(decisions)
-        assert report["position_bias_rate"] == 1.0 and report["order_consistent"] == 0
+        assert report.position_bias_rate == 1.0 and report.order_consistent == 0
         assert report["counted"] == 0
         assert report["first_position"]["value"] == 1.0 and report["first_position"]["distinguishable"]
 
@@ -197,7 +197,7 @@ def test_a_real_preference_survives_a_stronger_position_bias_in_forced_choice() 
     assert all(d.verdict == "loving" for d in decisions)
     assert all(not d.consistent for d in decisions)
     report = position_bias(decisions)
-    assert report["position_bias_rate"] == 1.0 and report["counted"] == 30 and report["order_consistent"] == 0
+    assert report.position_bias_rate == 1.0 and report.counted == 30 and report.order_consistent == 0
 
 
 def test_an_unbiased_judge_is_consistent_in_every_order() -> None:
@@ -205,7 +205,7 @@ def test_an_unbiased_judge_is_consistent_in_every_order() -> None:
     decisions = run_decide(judge, "choose")
     assert all(d.verdict == "loving" and d.consistent for d in decisions)
     report = position_bias(decisions)
-    assert report["position_bias_rate"] == 0.0 and report["first_position"]["value"] == 0.5
+    assert report.position_bias_rate == 0.0 and report.first_position.value == 0.5
     assert not report["first_position"]["distinguishable"]
 
 

@@ -40,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from character import stats
 from character.errors import InvalidInput, NotFound
+from character.stats import NOT_VALID
 from character.stages.evaluate import preferences
 from character.store.digest import digest_of
 from character.yamldoc import parse_json
 
 if TYPE_CHECKING:
+    from character.report.results import EvaluationResults, HeadlineValue, JudgeCalibration
     from character.stages.evaluate import Config
     from character.stages.evaluate.subject import Subject
     from character.stages.evaluate.trait_judges import TraitJudge
@@ -58,8 +60,6 @@ MAX_LINE_BYTES = 16_384
 """Longest line (one item) a calibration file may hold."""
 RECORD_PREFIX = "calibrations/"
 CHANCE = 0.5
-NOT_VALID = "instrument not valid"
-"""Said instead of a figure read off a judge that is not valid."""
 
 
 @dataclass(frozen=True)
@@ -221,16 +221,6 @@ def calibrated(
     return result
 
 
-def validity(calibration: dict[str, Any]) -> dict[str, Any]:
-    """The verdict a judge-based figure carries: {valid, reason}."""
-    return {"valid": bool(calibration["valid"]), "reason": str(calibration["reason"])}
-
-
-def not_valid_sentence(figure: dict[str, Any], calibration: dict[str, Any]) -> str:
-    """What the summary says instead of a figure read off an invalid judge."""
-    return f"{figure['figure']}: {NOT_VALID} (judge {calibration['judge']}: {calibration['reason']})."
-
-
 # ----------------------------------------------------------------------------- in the evaluation
 def judge_calibrations(subject: Subject, config: Config) -> dict[str, Any]:
     """The calibration of each judge the configured parts use, on `config.calibration_items` of
@@ -255,49 +245,44 @@ def judge_calibrations(subject: Subject, config: Config) -> dict[str, Any]:
     return out
 
 
-def mark_judged(results: dict[str, Any]) -> None:
+def mark_judged(results: EvaluationResults) -> None:
     """Give every judge-based figure of `results` (trait ratings, the own-trait share, the
     coherence win rates), and the part holding it (what the report reads), its judge's
-    `validity`; a figure from an invalid judge says
-    "instrument not valid" in its summary sentence instead of its value."""
-    traits = results.get("judge_calibration")
-    prefs = results.get("preferences")
+    validity; a figure from an invalid judge says "instrument not valid" in its summary
+    sentence instead of its value (`stats.Evidence.sentence`)."""
+    traits = results.judge_calibration
+    prefs = results.preferences
     if traits and prefs:
-        prefs["validity"] = validity(traits)
-        for model in prefs["models"].values():
-            model["validity"] = validity(traits)
-        for found in prefs["own_trait_evidence"].values():
-            found["validity"] = validity(traits)
-            for figure in (found["own_trait_choice"], *found["ratings"].values()):
-                _mark(figure, traits)
-    if traits and results.get("side_by_side"):
-        results["side_by_side"]["validity"] = validity(traits)
-    coherent = results.get("coherence_judge_calibration") or traits
-    if coherent and results.get("coherence"):
-        for comparison in results["coherence"]["comparisons"]:
-            comparison["validity"] = validity(coherent)
-            if comparison.get("evidence"):
-                _mark(comparison["evidence"], coherent)
+        prefs.validity = traits.validity
+        for model in prefs.models.values():
+            model.validity = traits.validity
+        for found in prefs.own_trait_evidence.values():
+            found.validity = traits.validity
+            found.own_trait_choice = _marked(found.own_trait_choice, traits)
+            found.ratings = {word: _marked(figure, traits) for word, figure in found.ratings.items()}
+    if traits and results.side_by_side:
+        results.side_by_side.validity = traits.validity
+    coherent = results.coherence_judge_calibration or traits
+    if coherent and results.coherence:
+        for comparison in results.coherence.comparisons:
+            comparison.validity = coherent.validity
+            if comparison.evidence:
+                comparison.evidence = _marked(comparison.evidence, coherent)
 
 
-def _mark(figure: dict[str, Any], calibration: dict[str, Any]) -> None:
-    figure["validity"] = validity(calibration)
-    if not calibration["valid"]:
-        figure["sentence"] = not_valid_sentence(figure, calibration)
+def _marked(figure: stats.Evidence, calibration: JudgeCalibration) -> stats.Evidence:
+    return figure.model_copy(update={"validity": calibration.validity})
 
 
-_JUDGED_HEADLINES = {"spearman_": "judge_calibration", "win_rate_": "coherence_judge_calibration"}
-
-
-def guard_headline(results: dict[str, Any], headline: dict[str, Any]) -> dict[str, Any]:
+def guard_headline(results: EvaluationResults, headline: dict[str, HeadlineValue]) -> dict[str, HeadlineValue]:
     """The headline with the judge's calibration accuracy and validity, and each judge-based
     number replaced by "instrument not valid" where its judge is not valid."""
-    traits = results.get("judge_calibration")
+    traits = results.judge_calibration
     if not traits:
         return headline
-    out = {**headline, "judge_calibration_accuracy": traits["accuracy"], "judge_valid": traits["valid"]}
-    for prefix, source in _JUDGED_HEADLINES.items():
-        calibration = results.get(source) or traits
-        if not calibration["valid"]:
+    out = {**headline, "judge_calibration_accuracy": traits.accuracy, "judge_valid": traits.valid}
+    judged = {"spearman_": traits, "win_rate_": results.coherence_judge_calibration or traits}
+    for prefix, calibration in judged.items():
+        if not calibration.valid:
             out.update({k: NOT_VALID for k in out if k.startswith(prefix)})
     return out

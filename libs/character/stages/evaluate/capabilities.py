@@ -34,6 +34,7 @@ from character import stats
 from character.errors import NotFound
 from character.models.engine import AdapterRef, Engine, SamplingParams
 from character.progress import Progress, ProgressEvent, silent
+from character.report.results import CapabilityResults, TaskResult
 from character.stages.evaluate import LOCAL_TASKS
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def check_reference_benchmarks_reachable() -> None:
         )
 
 
-def evaluate(subject: Subject, config: Config) -> dict[str, Any]:
+def evaluate(subject: Subject, config: Config) -> CapabilityResults:
     """Base vs full-pipeline accuracy per task, with paired deltas."""
     ctx = subject.ctx
     runs: list[tuple[list[str], int | None, int | None]] = []
@@ -226,28 +227,28 @@ def evaluate(subject: Subject, config: Config) -> dict[str, Any]:
         pooled[0].extend(before)
         pooled[1].extend(after)
         tasks_out.append(
-            {
-                "task": task,
-                "metric": base["metric"],
-                "items": base["items"],
-                "base": base["accuracy"],
-                "base_stderr": base["stderr"],
-                "trained": full["accuracy"],
-                "trained_stderr": full["stderr"],
-                "delta": delta,
-                "delta_stderr": stderr,
-                "evidence": stats.paired_shares(
+            TaskResult(
+                task=task,
+                metric=base["metric"],
+                items=base["items"],
+                base=base["accuracy"],
+                base_stderr=base["stderr"],
+                trained=full["accuracy"],
+                trained_stderr=full["stderr"],
+                delta=delta,
+                delta_stderr=stderr,
+                evidence=stats.paired_shares(
                     f"{task} accuracy, trained minus base", before, after, "items", config.min_n, ctx.spec.seed
-                ).as_dict(),
-            }
+                ),
+            )
         )
-    mean_delta = sum(t["delta"] for t in tasks_out) / len(tasks_out) if tasks_out else None
-    return {
-        "tasks": tasks_out,
-        "mean_delta": mean_delta,
-        "evidence": stats.paired_shares(
+    mean_delta = sum(t.delta for t in tasks_out) / len(tasks_out) if tasks_out else None
+    return CapabilityResults(
+        tasks=tasks_out,
+        mean_delta=mean_delta,
+        evidence=stats.paired_shares(
             "capability accuracy over all task items, trained minus base", *pooled, "items", config.min_n,
             ctx.spec.seed,
-        ).as_dict(),
-        "scoring": "chat format through the project's engine",
-    }
+        ),
+        scoring="chat format through the project's engine",
+    )

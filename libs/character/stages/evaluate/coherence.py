@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from character import stats
 from character.progress import ProgressEvent
+from character.report.results import CoherenceResults, Comparison
 from character.stages.evaluate import judge
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def tally(decisions: Sequence[judge.Decision], min_n: int = stats.MIN_N) -> dict
 
 def compare(
     subject: Subject, contender: str, baseline: str, prompts: Sequence[str], config: Config
-) -> dict[str, Any]:
+) -> Comparison:
     ctx = subject.ctx
     ctx.progress(ProgressEvent(f"eval: coherence ({contender} vs {baseline})", 0, len(prompts)))
     conversations = [[{"role": "user", "content": p}] for p in prompts]
@@ -89,16 +90,14 @@ def compare(
         f"coherence win rate of {contender} vs {baseline}", counts["wins"], counts["decided"], "decided pairs",
         min_n=config.min_n,
     )
-    return {"contender": contender, "baseline": baseline, **counts, "evidence": evidence.as_dict()}
+    return Comparison(contender=contender, baseline=baseline, **counts, evidence=evidence)
 
 
-def evaluate(subject: Subject, config: Config) -> dict[str, Any]:
+def evaluate(subject: Subject, config: Config) -> CoherenceResults:
     """Full pipeline vs each configured baseline, on held-out prompts."""
     prompts = subject.pool.split(config.robustness_train_prompts, config.heldout_prompts)[1]
-    return {
-        "prompts": len(prompts),
-        "unseen_in_training": min(subject.pool.unseen, len(prompts)),
-        "comparisons": [
-            compare(subject, "full", baseline, prompts, config) for baseline in config.coherence_baselines
-        ],
-    }
+    return CoherenceResults(
+        prompts=len(prompts),
+        unseen_in_training=min(subject.pool.unseen, len(prompts)),
+        comparisons=[compare(subject, "full", baseline, prompts, config) for baseline in config.coherence_baselines],
+    )

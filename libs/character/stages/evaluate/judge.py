@@ -29,10 +29,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from character.models.engine import Conversation, Engine, SamplingParams, per_byte
 from character.progress import Progress, ProgressEvent, silent
+from character.report.results import PositionBias
 
 JudgeMode = Literal["reason", "tag", "choose"]
 
@@ -220,7 +221,7 @@ def _combine(ballot: Ballot, answers: list[tuple[tuple[int, ...], int | None, li
     return Decision(verdict=verdict, per_order=per_order, first_shown=first_shown)
 
 
-def position_bias(decisions: Sequence[Decision], min_n: int = 20) -> dict[str, Any]:
+def position_bias(decisions: Sequence[Decision], min_n: int = 20) -> PositionBias:
     """How much the order of the options swayed the judge: of the ballots parsed in every
     order, how many flipped; of all parsed per-order verdicts, how many picked the option
     shown first (a binomial test against 1/k, k the number of options); how many verdicts
@@ -233,16 +234,16 @@ def position_bias(decisions: Sequence[Decision], min_n: int = 20) -> dict[str, A
     options = len(decisions[0].per_order) if decisions else 2
     first = stats.share("judge picks the option shown first", sum(firsts), len(firsts), "verdicts",
                         chance=1.0 / max(options, 1), null="no position bias", min_n=min_n)
-    return {
-        "ballots": len(decisions),
-        "orders_per_ballot": options,
-        "parsed_in_every_order": len(parsed),
-        "flipped_with_order": flipped,
-        "position_bias_rate": flipped / len(parsed) if parsed else None,
-        "order_consistent": sum(d.consistent for d in decisions),
-        "counted": sum(d.verdict is not None for d in decisions),
-        "first_position": first.as_dict(),
-    }
+    return PositionBias(
+        ballots=len(decisions),
+        orders_per_ballot=options,
+        parsed_in_every_order=len(parsed),
+        flipped_with_order=flipped,
+        position_bias_rate=flipped / len(parsed) if parsed else None,
+        order_consistent=sum(d.consistent for d in decisions),
+        counted=sum(d.verdict is not None for d in decisions),
+        first_position=first,
+    )
 
 
 def ask(

@@ -7,7 +7,6 @@ capabilities look at the first run only.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +18,15 @@ from character.errors import NotFound
 from character.pipeline.spec import RunSpec
 from character.pipeline.stage import StageContext, StageResult
 from character.progress import ProgressEvent
+from character.report.results import (
+    SCHEMA_VERSION,
+    EvaluationResults,
+    HeadlineValue,
+    PromptPool,
+    SteeringInfo,
+    TrainingNumbers,
+    read_results,
+)
 from character.stages.evaluate import NAME, PARTS, Config
 from character.stages.evaluate.subject import Subject
 from character.store.base import ArtifactRef, Store
@@ -60,7 +68,7 @@ def check_inputs(subjects: Sequence[Subject], config: Config) -> None:
         check_reference_benchmarks_reachable()
 
 
-def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> dict[str, Any]:
+def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> TrainingNumbers:
     """Held-out preference accuracy before training, after DPO and after SFT (from the dpo and
     sft stages' metrics), where those stages ran, with the paired evidence for each change."""
     dpo = ctx.inputs["dpo"].metrics if "dpo" in ctx.inputs else {}
@@ -78,7 +86,7 @@ def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> dict[str, A
             "after_sft": figure(sft, "heldout_after", name),
         }
 
-    return {
+    return TrainingNumbers.model_validate({
         "preference_accuracy": before_and_after("accuracy"),
         "preference_accuracy_per_byte": before_and_after("accuracy_per_byte"),
         "mean_margin": before_and_after("mean_margin"),
@@ -87,16 +95,16 @@ def training_numbers(ctx: StageContext, min_n: int = stats.MIN_N) -> dict[str, A
         "evidence": training_evidence(dpo, sft, min_n, ctx.spec.seed),
         "data_quality": distilled.get("data_quality"),
         "data_quality_warning": distilled.get("data_quality_warning"),
-    }
+    })  # the upstream stages' metrics, as they recorded them
 
 
 def training_evidence(
     dpo: dict[str, Any], sft: dict[str, Any], min_n: int, seed: int
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, stats.Evidence]:
     """McNemar's exact test of held-out preference accuracy after DPO (and after SFT) against
     before, pair by pair, by total log-probability and per byte."""
     before = dpo.get("heldout_before")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, stats.Evidence] = {}
     if not isinstance(before, dict):
         return out
     for stage, metrics in (("dpo", dpo), ("sft", sft)):
@@ -113,64 +121,57 @@ def training_evidence(
                 found = stats.evidence(name, None, pairs, "held-out pairs", (None, None), "none",
                                        "McNemar exact test (per-pair outcomes not recorded)", "no change", None,
                                        min_n)
-            out[f"{stage}_{key}"] = found.as_dict()
+            out[f"{stage}_{key}"] = found
     return out
 
 
-def collect_evidence(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def collect_evidence(results: EvaluationResults) -> dict[str, stats.Evidence]:
     """Every headline figure's evidence, by a stable key (for the summary and the report)."""
-    out: dict[str, dict[str, Any]] = {}
-    training = results.get("training", {})
-    if training.get("data_quality"):
-        out["distill_data_quality"] = training["data_quality"]
-    for key, found in training.get("evidence", {}).items():
+    out: dict[str, stats.Evidence] = {}
+    training = results.training
+    if training.data_quality:
+        out["distill_data_quality"] = training.data_quality
+    for key, found in training.evidence.items():
         if key.endswith("_correct"):  # the per-byte twin stays in the training section
             out[f"training_{key.removesuffix('_correct')}"] = found
-    prefs = results.get("preferences") or {}
-    for label, found in prefs.get("own_trait_evidence", {}).items():
-        out[f"own_traits_{label}"] = found["own_trait_choice"]
-    robust = results.get("robustness") or {}
-    for name, method in robust.get("methods", {}).items():
-        out[f"robustness_{name}"] = method["evidence"]["mean_over_attacks"]
-    for name, found in robust.get("recognition_without_prompt", {}).items():
-        out[f"recognition_{name}"] = found["evidence"]
-    for c in (results.get("coherence") or {}).get("comparisons", []):
-        out[f"coherence_vs_{c['baseline']}"] = c["evidence"]
-    capabilities = results.get("capabilities") or {}
-    if capabilities.get("evidence"):
-        out["capabilities"] = capabilities["evidence"]
+    if results.preferences:
+        for label, own in results.preferences.own_trait_evidence.items():
+            out[f"own_traits_{label}"] = own.own_trait_choice
+    if results.robustness:
+        for name, method in results.robustness.methods.items():
+            out[f"robustness_{name}"] = method.evidence["mean_over_attacks"]
+        for name, recognised in results.robustness.recognition_without_prompt.items():
+            out[f"recognition_{name}"] = recognised.evidence
+    for c in results.coherence.comparisons if results.coherence else []:
+        if c.evidence:
+            out[f"coherence_vs_{c.baseline}"] = c.evidence
+    if results.capabilities and results.capabilities.evidence:
+        out["capabilities"] = results.capabilities.evidence
     return out
 
 
-def summary(evidence: dict[str, dict[str, Any]]) -> list[str]:
+def summary(evidence: dict[str, stats.Evidence]) -> list[str]:
     """The summary in words (`stats.summary`); a figure whose instrument is not valid is named
-    as such, last, never read as a result."""
-    invalid = {k for k, e in evidence.items() if e.get("validity") and not e["validity"]["valid"]}
+    as such (its `sentence`), last, never read as a result."""
+    invalid = [k for k, e in evidence.items() if e.validity is not None and not e.validity.valid]  # in order
     lines = stats.summary({k: e for k, e in evidence.items() if k not in invalid})
-    return lines + [
-        f"{evidence[k]['figure']}: instrument not valid ({evidence[k]['validity']['reason']})." for k in invalid
-    ]
+    return lines + [evidence[k].sentence() for k in invalid]
 
 
-def headline(results: dict[str, Any]) -> dict[str, Any]:
+def headline(results: EvaluationResults) -> dict[str, HeadlineValue]:
     """The few numbers worth a glance (the stage's metrics)."""
-    out: dict[str, Any] = {}
-    prefs = results.get("preferences")
-    if prefs:
-        out["parse_failure_rate"] = prefs["parse_failure_rate"]
-        for agreement in prefs["agreements"]:
-            out[f"spearman_{agreement['a']}_vs_{agreement['b']}"] = agreement["rho"]
-    robust = results.get("robustness")
-    if robust:
-        for name, method in robust["methods"].items():
-            out[f"macro_f1_{name}"] = method["mean"]
-    coherence = results.get("coherence")
-    if coherence:
-        for c in coherence["comparisons"]:
-            out[f"win_rate_full_vs_{c['baseline']}"] = c["win_rate"]
-    capabilities = results.get("capabilities")
-    if capabilities:
-        out["capability_mean_delta"] = capabilities["mean_delta"]
+    out: dict[str, HeadlineValue] = {}
+    if results.preferences:
+        out["parse_failure_rate"] = results.preferences.parse_failure_rate
+        for agreement in results.preferences.agreements:
+            out[f"spearman_{agreement.a}_vs_{agreement.b}"] = agreement.rho
+    if results.robustness:
+        for name, method in results.robustness.methods.items():
+            out[f"macro_f1_{name}"] = method.mean
+    for c in results.coherence.comparisons if results.coherence else []:
+        out[f"win_rate_full_vs_{c.baseline}"] = c.win_rate
+    if results.capabilities:
+        out["capability_mean_delta"] = results.capabilities.mean_delta
     return out
 
 
@@ -180,7 +181,7 @@ def stage_configs(spec: RunSpec, config: Config) -> dict[str, dict[str, Any]]:
     return {**recorded, NAME: config.model_dump(mode="json")}
 
 
-def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
+def evaluate(subjects: Sequence[Subject], config: Config) -> EvaluationResults:
     """Every configured part; results hold every number, plus timings per part."""
     from character.stages.evaluate import (
         calibration,
@@ -194,9 +195,10 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     check_inputs(subjects, config)
     primary = subjects[0]
     ctx, spec = primary.ctx, primary.ctx.spec
-    from character.report import SCHEMA_VERSION
-
-    results: dict[str, Any] = {
+    started = time.monotonic()
+    calibrations = calibration.judge_calibrations(primary, config)  # before any figure it reads
+    results = EvaluationResults.model_validate({
+        **calibrations,
         "schema_version": SCHEMA_VERSION,
         "run": ctx.run_id,
         "runs": [s.ctx.run_id for s in subjects],
@@ -209,42 +211,39 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
         "config": config.model_dump(mode="json"),
         "stage_configs": stage_configs(spec, config),
         "training": training_numbers(ctx, config.min_n),
-        "prompt_pool": {"prompts": len(primary.pool.prompts), "unseen_in_training": primary.pool.unseen},
-        "timings": {},
-    }
+        "prompt_pool": PromptPool(prompts=len(primary.pool.prompts), unseen_in_training=primary.pool.unseen),
+        "timings": {"judge_calibration": round(time.monotonic() - started, 2)},
+    })
     parts = {
         "preferences": lambda: preferences.evaluate(subjects, config),
         "robustness": lambda: robustness.evaluate(subjects, config),
         "coherence": lambda: coherence.evaluate(primary, config),
         "capabilities": lambda: capabilities.evaluate(primary, config),
     }
-    started = time.monotonic()
-    results.update(calibration.judge_calibrations(primary, config))  # before any figure it reads
-    if "judge_calibration" in results:  # the calibrated judge (choose_judge may have chosen it) reads every run
-        results["judge"] = results["judge_calibration"]["judge"]
+    if results.judge_calibration:  # the calibrated judge (choose_judge may have chosen it) reads every run
+        results.judge = results.judge_calibration.judge
         for other in subjects[1:]:
             other.use_trait_judge(primary.trait_judge)
-    results["timings"]["judge_calibration"] = round(time.monotonic() - started, 2)
     for i, part in enumerate(p for p in PARTS if getattr(config, p)):
         ctx.progress(ProgressEvent("eval", i, None, part))
         started = time.monotonic()
-        results[part] = parts[part]()
-        results["timings"][part] = round(time.monotonic() - started, 2)
-    if config.preferences and config.side_by_side:
+        setattr(results, part, parts[part]())
+        results.timings[part] = round(time.monotonic() - started, 2)
+    if results.preferences and config.side_by_side:
         started = time.monotonic()
         prefix = "" if len(subjects) == 1 else f"{primary.persona}/"
-        results["side_by_side"] = side_by_side.build(primary, config, results["preferences"], prefix)
-        results["timings"]["side_by_side"] = round(time.monotonic() - started, 2)
+        results.side_by_side = side_by_side.build(primary, config, results.preferences, prefix)
+        results.timings["side_by_side"] = round(time.monotonic() - started, 2)
     if primary.steering_info:
-        results["steering"] = primary.steering_info
+        results.steering = SteeringInfo.model_validate(primary.steering_info)
     calibration.mark_judged(results)
-    results["headline"] = calibration.guard_headline(results, headline(results))
-    results["evidence"] = collect_evidence(results)
-    results["summary"] = summary(results["evidence"])
+    results.headline = calibration.guard_headline(results, headline(results))
+    results.evidence = collect_evidence(results)
+    results.summary = summary(results.evidence)
     return results
 
 
-def save(ctx: StageContext, results: dict[str, Any], key: str) -> dict[str, ArtifactRef]:
+def save(ctx: StageContext, results: EvaluationResults, key: str) -> dict[str, ArtifactRef]:
     """Store the "eval" artifact (results.json) and the "report" artifact (HTML, plots,
     results.json) under `key`, and point the run's `evals/<run>` record at them."""
     from character.report import write_report
@@ -252,20 +251,20 @@ def save(ctx: StageContext, results: dict[str, Any], key: str) -> dict[str, Arti
     with tempfile.TemporaryDirectory(prefix="oct-eval-") as tmp:
         folder = Path(tmp) / "eval"
         folder.mkdir()
-        (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2, allow_nan=False))
+        (folder / RESULTS_FILE).write_text(results.to_json())
         eval_ref = ctx.store.put_dir("eval", key, folder, meta={"stage": NAME, "run": ctx.run_id})
         report = Path(tmp) / "report"
         write_report(results, report)
         report_ref = ctx.store.put_dir("report", key, report, meta={"stage": NAME, "run": ctx.run_id})
     ctx.store.put_record(
         f"{RECORD_PREFIX}{ctx.run_id}",
-        {"eval": key, "report": key, "parts": [p for p in PARTS if p in results]},
+        {"eval": key, "report": key, "parts": [p for p in PARTS if getattr(results, p) is not None]},
     )
     return {"eval": eval_ref, "report": report_ref}
 
 
-def load_results(store: Store, run_id: str) -> dict[str, Any]:
-    """The latest stored eval results of a run."""
+def load_results(store: Store, run_id: str) -> EvaluationResults:
+    """The latest stored eval results of a run (a located error where they do not fit the model)."""
     record = store.get_record(f"{RECORD_PREFIX}{run_id}")
     if record is None:
         raise NotFound(
@@ -273,12 +272,12 @@ def load_results(store: Store, run_id: str) -> dict[str, Any]:
             f"`oct eval all --run {run_id} --store {store.uri}` (or `oct run`)"
         )
     folder = store.materialize("eval", record["eval"])
-    return dict(json.loads((folder / RESULTS_FILE).read_text()))
+    return read_results((folder / RESULTS_FILE).read_text(), where=f"{store.uri} eval/{record['eval']}/{RESULTS_FILE}")
 
 
 def evaluate_run(ctx: StageContext, config: Config) -> StageResult:
     """The eval stage: every configured part on this run."""
     results = evaluate([Subject(ctx, config)], config)
     artifacts = save(ctx, results, ctx.key)
-    metrics = {**results["headline"], "seconds": results["timings"]}
+    metrics = {**results.headline, "seconds": results.timings}
     return StageResult(stage=NAME, key=ctx.key, artifacts=artifacts, metrics=metrics)

@@ -24,12 +24,21 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from character import stats
 from character.progress import ProgressEvent
+from character.report.results import (
+    Agreement,
+    Example,
+    MethodPreferences,
+    Moved,
+    OwnTraitEvidence,
+    PreferenceResults,
+    PromptsUsed,
+)
 from character.stages.evaluate import judge, ratings
 
 if TYPE_CHECKING:
@@ -122,7 +131,7 @@ def rate_method(
     pairs: Sequence[tuple[str, str]],
     traits: Sequence[str],
     config: Config,
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[MethodPreferences, np.ndarray]:
     """One method's ratings and bootstrap draws, with its parse-failure count."""
     ctx = subject.ctx
     ctx.progress(ProgressEvent(f"eval: preferences ({method.name})", 0, len(prompts)))
@@ -145,22 +154,22 @@ def rate_method(
         seed=ctx.spec.seed,
     )
     failures = sum(not d.parsed for d in decisions)
-    result = {
-        "method": method.name,
-        "answers": len(answers),
-        "comparisons": len(comparisons),
-        "parse_failures": failures,
-        "parse_failure_rate": failures / len(decisions) if decisions else None,
-        "no_verdict": sum(v is None for v in verdicts),
-        "position_bias": judge.position_bias(decisions, config.min_n),
-        "traits_rated": sum(not r.insufficient for r in rated),
-        "ratings": [asdict(r) for r in rated],
-        "verdicts": verdicts,
-        "examples": [
-            {"prompt": p, "traits": list(pair), "answer": a.text, "verdict": v}
+    result = MethodPreferences(
+        method=method.name,
+        answers=len(answers),
+        comparisons=len(comparisons),
+        parse_failures=failures,
+        parse_failure_rate=failures / len(decisions) if decisions else None,
+        no_verdict=sum(v is None for v in verdicts),
+        position_bias=judge.position_bias(decisions, config.min_n),
+        traits_rated=sum(not r.insufficient for r in rated),
+        ratings=rated,
+        verdicts=verdicts,
+        examples=[
+            Example(prompt=p, traits=list(pair), answer=a.text, verdict=v)
             for p, pair, a, v in list(zip(prompts, pairs, answers, verdicts, strict=True))[:3]
         ],
-    }
+    )
     return result, draws
 
 
@@ -182,82 +191,75 @@ def own_trait_choices(
 def own_trait_evidence(
     own: Sequence[str],
     pairs: Sequence[tuple[str, str]],
-    base: dict[str, Any],
-    trained: dict[str, Any],
+    base: MethodPreferences,
+    trained: MethodPreferences,
     draws: tuple[np.ndarray, np.ndarray],
     traits: Sequence[str],
     label: str,
     config: Config,
     seed: int,
-) -> dict[str, Any]:
+) -> OwnTraitEvidence:
     """Did the persona's own traits rise from the base model to `label`? The share of
     choices for them (paired, McNemar), and each one's rating change (bootstrap)."""
-    before, after = own_trait_choices(own, pairs, base["verdicts"], trained["verdicts"])
-    out: dict[str, Any] = {
-        "own_trait_choice": stats.paired_shares(
-            f"share of answers expressing the persona's own traits, {label} minus base",
-            before, after, "comparisons", config.min_n, seed,
-        ).as_dict(),
-        "own_trait_choice_before": sum(before) / len(before) if before else None,
-        "own_trait_choice_after": sum(after) / len(after) if after else None,
-        "ratings": {},
-    }
+    before, after = own_trait_choices(own, pairs, base.verdicts, trained.verdicts)
     column = {t: i for i, t in enumerate(traits)}
-    b_rated = {r["trait"]: r for r in base["ratings"]}
-    a_rated = {r["trait"]: r for r in trained["ratings"]}
+    b_rated = {r.trait: r for r in base.ratings}
+    a_rated = {r.trait: r for r in trained.ratings}
     samples = min(len(draws[0]), len(draws[1]))
+    changes = {}
     for word in own:
         b, a = b_rated.get(word), a_rated.get(word)
-        if b is None or a is None or b["rating"] is None or a["rating"] is None or not samples:
+        if b is None or a is None or b.rating is None or a.rating is None or not samples:
             continue
         i = column[word]
         delta = draws[1][:samples, i] - draws[0][:samples, i]
-        out["ratings"][word] = stats.from_draws(
+        changes[word] = stats.from_draws(
             f"rating of '{word}', {label} minus base (Elo points)",
-            a["rating"] - b["rating"], delta, min(a["comparisons"], b["comparisons"]), "comparisons",
-            config.min_n,
-        ).as_dict()
-    return out
+            a.rating - b.rating, delta, min(a.comparisons, b.comparisons), "comparisons", config.min_n,
+        )
+    return OwnTraitEvidence(
+        own_trait_choice=stats.paired_shares(
+            f"share of answers expressing the persona's own traits, {label} minus base",
+            before, after, "comparisons", config.min_n, seed,
+        ),
+        own_trait_choice_before=sum(before) / len(before) if before else None,
+        own_trait_choice_after=sum(after) / len(after) if after else None,
+        ratings=changes,
+    )
 
 
-def moved(before: dict[str, Any], after: dict[str, Any], top: int) -> list[dict[str, Any]]:
+def moved(before: MethodPreferences, after: MethodPreferences, top: int) -> list[Moved]:
     """The traits whose rating changed most between two methods (both rated confidently);
     `separated` is True when their intervals do not overlap."""
-    first = {r["trait"]: r for r in before["ratings"] if not r["insufficient"]}
+    first = {r.trait: r for r in before.ratings if not r.insufficient}
     out = []
-    for r in after["ratings"]:
-        b = first.get(r["trait"])
-        if b is None or r["insufficient"]:
+    for r in after.ratings:
+        b = first.get(r.trait)
+        if b is None or b.rating is None or r.rating is None:  # not rated confidently by both
             continue
-        out.append(
-            {
-                "trait": r["trait"],
-                "before": b["rating"],
-                "after": r["rating"],
-                "delta": r["rating"] - b["rating"],
-                "separated": r["ci_low"] > b["ci_high"] or r["ci_high"] < b["ci_low"],
-            }
+        apart = None not in (r.ci_low, r.ci_high, b.ci_low, b.ci_high) and (
+            r.ci_low > b.ci_high or r.ci_high < b.ci_low  # type: ignore[operator]
         )
-    return sorted(out, key=lambda m: -abs(m["delta"]))[:top]
+        out.append(Moved(trait=r.trait, before=b.rating, after=r.rating, delta=r.rating - b.rating, separated=apart))
+    return sorted(out, key=lambda m: -abs(m.delta))[:top]
 
 
-def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
+def evaluate(subjects: Sequence[Subject], config: Config) -> PreferenceResults:
     """Ratings for every subject's configured methods, and the rank agreement between each
     pair of rated (subject, method)s."""
     own = list(dict.fromkeys(w for s in subjects for w in s.ctx.constitution.trait_words))
     traits = choose_traits(own, config.preference_traits, subjects[0].ctx.spec.seed)
     own = [w for w in own if w in traits]
     n = config.preference_comparisons
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, MethodPreferences] = {}
     draws: dict[str, np.ndarray] = {}
-    prompts_note: dict[str, Any] = {}
+    prompts_note: dict[str, PromptsUsed] = {}
     for subject in subjects:
         pool = subject.pool
         prompts, pairs = questions(subject, traits, n)
-        prompts_note[subject.persona] = {
-            "distinct_prompts": len(set(prompts)),
-            "unseen_in_training": min(pool.unseen, len(set(prompts))),
-        }
+        prompts_note[subject.persona] = PromptsUsed(
+            distinct_prompts=len(set(prompts)), unseen_in_training=min(pool.unseen, len(set(prompts)))
+        )
         for name in config.preference_methods:
             label = name if len(subjects) == 1 else f"{subject.persona}/{name}"
             models[label], draws[label] = rate_method(
@@ -268,12 +270,9 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     for i, a in enumerate(labels):
         for b in labels[i + 1 :]:
             agreement = ratings.spearman(
-                [r["rating"] for r in models[a]["ratings"]],
-                [r["rating"] for r in models[b]["ratings"]],
-                draws[a],
-                draws[b],
+                [r.rating for r in models[a].ratings], [r.rating for r in models[b].ratings], draws[a], draws[b]
             )
-            agreements.append({"a": a, "b": b, **asdict(agreement)})
+            agreements.append(Agreement(a=a, b=b, **asdict(agreement)))
     movers = {}
     if "base" in models:
         movers = {
@@ -281,7 +280,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
             for label in labels
             if label != "base"
         }
-    evidence: dict[str, Any] = {}
+    evidence: dict[str, OwnTraitEvidence] = {}
     for subject in subjects:
         words = [w for w in subject.ctx.constitution.trait_words if w in traits]
         prefix = "" if len(subjects) == 1 else f"{subject.persona}/"
@@ -296,17 +295,17 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
                     words, pairs, models[base_label], models[label], (draws[base_label], draws[label]),
                     traits, label, config, subject.ctx.spec.seed,
                 )
-    total = sum(m["answers"] for m in models.values())
-    failures = sum(m["parse_failures"] for m in models.values())
-    return {
-        "traits": traits,
-        "own_traits": own,
-        "comparisons_per_method": n,
-        "min_comparisons": config.min_comparisons,
-        "prompts": prompts_note,
-        "models": models,
-        "agreements": agreements,
-        "moved": movers,
-        "own_trait_evidence": evidence,
-        "parse_failure_rate": failures / total if total else None,
-    }
+    total = sum(m.answers for m in models.values())
+    failures = sum(m.parse_failures for m in models.values())
+    return PreferenceResults(
+        traits=traits,
+        own_traits=own,
+        comparisons_per_method=n,
+        min_comparisons=config.min_comparisons,
+        prompts=prompts_note,
+        models=models,
+        agreements=agreements,
+        moved=movers,
+        own_trait_evidence=evidence,
+        parse_failure_rate=failures / total if total else None,
+    )

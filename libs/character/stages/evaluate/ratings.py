@@ -13,16 +13,19 @@ scale, `1000 + 400 / ln(10) * s`, so they read like the reference's Elo numbers.
 Elo (the reference's method): every trait starts at 1000, one pass over the comparisons in
 order, K=32. It depends on the order of the comparisons and has no uncertainty, which is why
 Bradley-Terry is our headline.
+
+The records (`TraitRating`, `RankAgreement`) are the results' own (`character.report.results`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+
+from character.report.results import RankAgreement, TraitRating
 
 Comparison = tuple[str, str]
 """(winner, loser)."""
@@ -30,24 +33,6 @@ Comparison = tuple[str, str]
 ELO_START = 1000.0
 ELO_SCALE = 400.0 / math.log(10.0)
 """Elo points per unit of Bradley-Terry log-strength."""
-
-
-@dataclass(frozen=True)
-class TraitRating:
-    """One trait's rating. `rating`, `ci_low` and `ci_high` are None when `insufficient`."""
-
-    trait: str
-    comparisons: int
-    wins: int
-    rating: float | None
-    """Bradley-Terry strength on the Elo scale (1000 = average)."""
-    ci_low: float | None
-    ci_high: float | None
-    """Percentile bootstrap interval of `rating` (level set by the caller, 95% by default)."""
-    elo: float
-    """The reference's online Elo rating (1000 when the trait never appeared)."""
-    insufficient: bool
-    """Fewer comparisons than the minimum: no confident number is given."""
 
 
 def _index(items: Sequence[str], comparisons: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
@@ -165,19 +150,6 @@ def rate_traits(
             )
         )
     return out, draws
-
-
-@dataclass(frozen=True)
-class RankAgreement:
-    """Spearman correlation between two rating lists over the traits both rate confidently."""
-
-    rho: float | None
-    """None when fewer than 3 traits are rated in both."""
-    ci_low: float | None
-    ci_high: float | None
-    """Bootstrap interval (rho over paired bootstrap draws), when draws are given."""
-    traits: int
-    """Traits used."""
 
 
 def spearman(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,8 @@ from character import stats
 from character.errors import InvalidInput
 from character.models.engine import Conversation
 from character.progress import ProgressEvent
+from character.report import results
+from character.report.results import Recognition, RobustnessMethod, RobustnessResults
 
 if TYPE_CHECKING:
     from character.stages.evaluate import Config
@@ -47,19 +48,8 @@ NO_ATTACK = "none"
 BASE_CLASS = "base"
 
 
-@dataclass(frozen=True)
-class Attack:
-    """One way of talking a model out of its persona."""
-
-    id: str
-    suffix: str | None = None
-    """Appended to the user's message after a blank line."""
-    prefill: str | None = None
-    """Opens the assistant's turn; the model continues it."""
-    followup: str | None = None
-    """With `base_turn`: the user's next message after the base model's answer."""
-    base_turn: bool = False
-    """The base model answers the prompt first; the model under test answers `followup`."""
+class Attack(results.Attack):
+    """One way of talking a model out of its persona (its fields are the results' record)."""
 
     def conversation(self, prompt: str, base_answer: str | None = None) -> Conversation:
         """The conversation the model under test continues; `base_answer` is the base model's
@@ -139,7 +129,7 @@ def evaluate_method(
     heldout: Sequence[str],
     attacks: Sequence[Attack],
     config: Config,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[RobustnessMethod, Any]:
     """Train one classifier on `classes`' un-attacked answers to `train`, score it per attack;
     returns the results and the classifier."""
     any_subject = next(iter(classes.values()))[0]
@@ -180,22 +170,16 @@ def evaluate_method(
     evidence = {
         attack_id: stats.macro_f1(
             f"{name}: macro-F1 under {attack_id}", [block], list(classes), n, config.min_n, seed
-        ).as_dict()
+        )
         for attack_id, block in blocks.items()
     }
     evidence["mean_over_attacks"] = stats.macro_f1(
         f"{name}: macro-F1 under attack (mean over {len(attacks)} attacks)",
         [blocks[a.id] for a in attacks], list(classes), n, config.min_n, seed,
-    ).as_dict()
-    return {
-        "method": name,
-        "macro_f1": scores,
-        "mean": mean,
-        "stderr": stderr,
-        "unattacked": scores[NO_ATTACK],
-        "evidence": evidence,
-        "examples": example,
-    }, classifier
+    )
+    found = RobustnessMethod(method=name, macro_f1=scores, mean=mean, stderr=stderr, unattacked=scores[NO_ATTACK],
+                             evidence=evidence, examples=example)
+    return found, classifier
 
 
 def base_answers(subject: Subject, prompts: Sequence[str]) -> dict[str, str]:
@@ -207,7 +191,7 @@ def base_answers(subject: Subject, prompts: Sequence[str]) -> dict[str, str]:
 
 def recognition(
     subject: Subject, classifier: Any, heldout: Sequence[str], methods: Sequence[str], config: Config
-) -> dict[str, Any]:
+) -> dict[str, Recognition]:
     """Does the classifier trained on constitution-prompted vs plain answers recognise each
     trained method's un-prompted held-out answers (against the base model's)?"""
     conversations = _plain(heldout)
@@ -221,15 +205,15 @@ def recognition(
             f"classifier trained on system-prompted answers recognises {name} without a prompt",
             [(truth, [*guesses, *base])], [subject.persona, BASE_CLASS], n, config.min_n, subject.ctx.spec.seed,
         )
-        out[name] = {
-            "labelled_persona": sum(g == subject.persona for g in guesses) / n if n else None,
-            "base_labelled_persona": sum(g == subject.persona for g in base) / n if n else None,
-            "evidence": evidence.as_dict(),
-        }
+        out[name] = Recognition(
+            labelled_persona=sum(g == subject.persona for g in guesses) / n if n else None,
+            base_labelled_persona=sum(g == subject.persona for g in base) / n if n else None,
+            evidence=evidence,
+        )
     return out
 
 
-def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
+def evaluate(subjects: Sequence[Subject], config: Config) -> RobustnessResults:
     """Macro-F1 per attack for every configured method; binary (persona vs base) with one
     subject, N-way across personas with several."""
     attacks = load_attacks(config.prefill_attack)
@@ -259,18 +243,15 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> dict[str, Any]:
     trained = [m for m in ("dpo", "full") if m in config.robustness_methods]
     if len(subjects) == 1 and "system_prompt" in classifiers and trained:
         recognised = recognition(primary, classifiers["system_prompt"], heldout, trained, config)
-    return {
-        "mode": "binary" if len(subjects) == 1 else f"{len(subjects)}-way",
-        "classes": [primary.persona, BASE_CLASS] if len(subjects) == 1 else personas,
-        "attacks": [
-            {"id": a.id, "suffix": a.suffix, "prefill": a.prefill, "followup": a.followup, "base_turn": a.base_turn}
-            for a in attacks
-        ],
-        "train_prompts": len(train),
-        "heldout_prompts": len(heldout),
-        "heldout_unseen_in_training": min(primary.pool.unseen, len(heldout)),
-        "encoder": config.classifier_encoder,
-        "classifier": config.classifier,
-        "methods": methods,
-        "recognition_without_prompt": recognised,
-    }
+    return RobustnessResults(
+        mode="binary" if len(subjects) == 1 else f"{len(subjects)}-way",
+        classes=[primary.persona, BASE_CLASS] if len(subjects) == 1 else personas,
+        attacks=attacks,
+        train_prompts=len(train),
+        heldout_prompts=len(heldout),
+        heldout_unseen_in_training=min(primary.pool.unseen, len(heldout)),
+        encoder=config.classifier_encoder,
+        classifier=config.classifier,
+        methods=methods,
+        recognition_without_prompt=recognised,
+    )

@@ -12,8 +12,9 @@ contrast trait first (the comparison the own-trait figure counts).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from character.report.results import PreferenceResults, ShownAnswer, ShownRow, SideBySide
 from character.stages.evaluate import preferences
 
 if TYPE_CHECKING:
@@ -33,11 +34,10 @@ def chosen(
     return sorted(ranked[:count])
 
 
-def build(subject: Subject, config: Config, prefs: dict[str, Any], label_prefix: str = "") -> dict[str, Any]:
-    """The `side_by_side` entry: {judge, methods, own_traits, rows: [{comparison (its index in
-    the preference part), prompt, traits, own_vs_contrast, answers: {method: {text, verdict,
-    own}}}]}; `prefs` is the preference part's result, `label_prefix` its labels' persona part."""
-    traits, n = prefs["traits"], prefs["comparisons_per_method"]
+def build(subject: Subject, config: Config, prefs: PreferenceResults, label_prefix: str = "") -> SideBySide:
+    """The `side_by_side` entry; `prefs` is the preference part's result, `label_prefix` its
+    labels' persona part."""
+    traits, n = prefs.traits, prefs.comparisons_per_method
     own = {w for w in subject.ctx.constitution.trait_words if w in traits}
     prompts, pairs = preferences.questions(subject, traits, n)
     pool = subject.pool
@@ -47,29 +47,26 @@ def build(subject: Subject, config: Config, prefs: dict[str, Any], label_prefix:
     for name in config.side_by_side_methods:
         conversations = [preferences.choice_conversation(prompts[i], pairs[i]) for i in picked]
         texts = [a.text for a in subject.method(name).answer(conversations, subject.sampling(seed_offset=1))]
-        rated = prefs["models"].get(f"{label_prefix}{name}")
+        rated = prefs.models.get(f"{label_prefix}{name}")
         if rated is not None:
-            found = [rated["verdicts"][i] for i in picked]
+            found = [rated.verdicts[i] for i in picked]
         else:
             ballots = [preferences.ballot(prompts[i], t, pairs[i]) for i, t in zip(picked, texts, strict=True)]
             found = [d.verdict for d in subject.decide_traits(ballots)]
         answers[name], verdicts[name] = texts, found
     rows = [
-        {
-            "comparison": i,
-            "prompt": prompts[i],
-            "traits": list(pairs[i]),
-            "own_vs_contrast": (pairs[i][0] in own) != (pairs[i][1] in own),
-            "answers": {
-                name: {"text": answers[name][k], "verdict": verdicts[name][k], "own": verdicts[name][k] in own}
+        ShownRow(
+            comparison=i,
+            prompt=prompts[i],
+            traits=list(pairs[i]),
+            own_vs_contrast=(pairs[i][0] in own) != (pairs[i][1] in own),
+            answers={
+                name: ShownAnswer(text=answers[name][k], verdict=verdicts[name][k], own=verdicts[name][k] in own)
                 for name in config.side_by_side_methods
             },
-        }
+        )
         for k, i in enumerate(picked)
     ]
-    return {
-        "judge": subject.trait_judge.name,
-        "methods": list(config.side_by_side_methods),
-        "own_traits": sorted(own),
-        "rows": rows,
-    }
+    return SideBySide(
+        judge=subject.trait_judge.name, methods=list(config.side_by_side_methods), own_traits=sorted(own), rows=rows
+    )
