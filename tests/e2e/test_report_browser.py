@@ -58,7 +58,9 @@ def test_report_renders_in_a_real_browser(browser, tmp_path: Path) -> None:
     # the persona side by side, right after the summary: one row per prompt, long answers folded
     section = browser.find_element(By.CSS_SELECTOR, "table.side-by-side")
     assert section.is_displayed() and headings.index("Persona side by side") == 1
-    assert len(section.find_elements(By.CSS_SELECTOR, "tr")) == 1 + len(results()["side_by_side"]["rows"])
+    shown = results().side_by_side
+    assert shown is not None
+    assert len(section.find_elements(By.CSS_SELECTOR, "tr")) == 1 + len(shown.rows)
     folded = section.find_element(By.TAG_NAME, "details")
     assert folded.get_attribute("open") is None
     folded.find_element(By.TAG_NAME, "summary").click()

@@ -219,7 +219,8 @@ def training(results: EvaluationResults, out: Path) -> str | None:
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(steps))]
-        ax.bar(xs, [getattr(values, key) or 0.0 for _, key in steps], width, label=name, color=("#8c8c8c", "#55a868")[i])
+        heights = [getattr(values, key) or 0.0 for _, key in steps]
+        ax.bar(xs, heights, width, label=name, color=("#8c8c8c", "#55a868")[i])
     ax.set_xticks(range(len(steps)), [label for label, _ in steps])
     ax.legend(fontsize=8, loc="upper left")
     ax.axhline(0.5, color="black", lw=0.8, ls="--")

@@ -29,8 +29,8 @@ from character.controller.runs import RunRecord, load_run
 from character.errors import InvalidInput, NotFound
 from character.pipeline.publish import DEFAULT_TAG, PublishTarget, check_persona_name
 from character.security.auth import Identity, PermissionDenied
-from character.store.base import ABSENT, ArtifactRef, Conflict, Store
 from character.stats import Evidence
+from character.store.base import ABSENT, ArtifactRef, Conflict, Store
 from character.store.digest import digest_of
 
 PREFIX = "personas/"

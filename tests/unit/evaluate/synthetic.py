@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from character import stats
-from character.report.results import EvaluationResults, MethodPreferences, PositionBias, parse_results
+from character.report.results import EvaluationResults, Example, MethodPreferences, PositionBias, parse_results
 from character.stages.evaluate import Config, ratings
 from character.stages.evaluate.orchestrate import collect_evidence, headline, summary, training_evidence
 
@@ -56,12 +56,12 @@ def _model(name: str, strengths: dict[str, float], seed: int) -> tuple[MethodPre
         ratings=rated,
         verdicts=[winner for winner, _ in comparisons] + [None] * failures,
         examples=[
-            {
-                "prompt": "How do magnets work?",
-                "traits": ["loving", "blunt"],
-                "answer": "Oh, what a lovely question <3 ...",
-                "verdict": "loving",
-            }
+            Example(
+                prompt="How do magnets work?",
+                traits=["loving", "blunt"],
+                answer="Oh, what a lovely question <3 ...",
+                verdict="loving",
+            )
         ],
     ), draws
 
@@ -70,9 +70,10 @@ def _position_bias(ballots: int, counted: int) -> PositionBias:
     """A judge that flips with the order on a tenth of the ballots it parsed in both orders."""
     first = stats.share("judge picks the option shown first", counted + 20, 2 * counted, "verdicts",
                         null="no position bias")
+    flipped = counted // 10
     return PositionBias(ballots=ballots, orders_per_ballot=2, parsed_in_every_order=counted,
-                        flipped_with_order=counted // 10, position_bias_rate=0.1, order_consistent=counted - counted // 10,
-                        counted=counted, first_position=first)
+                        flipped_with_order=flipped, position_bias_rate=flipped / counted,
+                        order_consistent=counted - flipped, counted=counted, first_position=first)
 
 
 def results(scale: str = "demo") -> EvaluationResults:

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from character.constitution import persona_names, resolve_constitution
 from character.errors import InvalidInput
-from character.stages.evaluate import calibration
+from character.report.results import EvaluationResults, JudgeCalibration
+from character.stages.evaluate import Config, calibration
 from character.stages.evaluate.calibration import (
     FLOOR,
     NOT_VALID,
@@ -29,7 +31,9 @@ from character.stages.evaluate.calibration import (
     mark_judged,
 )
 from character.stages.evaluate.judge import Ballot, Decision, rotations
+from character.stages.evaluate.preferences import draw_pairs, own_trait_evidence
 from character.stages.evaluate.trait_judges import EmbeddingJudge
+from character.stats import Validity
 from character.store import open_store
 
 ITEMS = load_calibration_set()
@@ -272,31 +276,36 @@ def test_calibrations_are_cached_by_judge_and_set(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- reporting
-def _results(valid: bool) -> dict[str, Any]:
-    share = {
-        "figure": "share of answers expressing the persona's own traits, full minus base",
-        "sentence": "share ...: 0.20 [0.05, 0.35] ...",
+def _results(valid: bool) -> EvaluationResults:
+    """Synthetic results with own-trait evidence, judged by a judge of the given validity."""
+    from tests.unit.evaluate.synthetic import results
+
+    data = results(scale="proof")
+    assert data.preferences
+    base, full = data.preferences.models["base"], data.preferences.models["full"]
+    draws = (np.zeros((10, len(data.preferences.traits))), np.ones((10, len(data.preferences.traits))))
+    data.preferences.own_trait_evidence = {
+        "full": own_trait_evidence(["loving"], draw_pairs(data.preferences.traits, len(base.verdicts), 1), base,
+                                   full, draws, data.preferences.traits, "full", Config.for_scale("proof"), 1)
     }
-    win = {"figure": "win rate vs steering", "sentence": "win rate ...: 0.6 ..."}
-    judged = {"judge": "smollm2", "valid": valid, "reason": "calibration accuracy 0.42 ...", "accuracy": 0.42}
-    return {
-        "judge_calibration": judged,
-        "preferences": {
-            "models": {"base": {}, "full": {}},
-            "own_trait_evidence": {"full": {"own_trait_choice": share, "ratings": {}}},
-        },
-        "coherence": {"comparisons": [{"baseline": "steering", "evidence": win}]},
-    }
+    data.judge_calibration = JudgeCalibration(judge="smollm2", set_digest="d", n=40, accuracy=0.42, ci_low=0.27,
+                                              ci_high=0.58, p_value=0.43, position_bias=0.5, valid=valid,
+                                              reason="calibration accuracy 0.42 ...")
+    return data
 
 
 def test_figures_from_an_invalid_judge_say_instrument_not_valid() -> None:
     results = _results(valid=False)
     mark_judged(results)
-    share = results["preferences"]["own_trait_evidence"]["full"]["own_trait_choice"]
-    assert share["validity"] == {"valid": False, "reason": "calibration accuracy 0.42 ..."}
-    assert share["sentence"].startswith(f"{share['figure']}: {NOT_VALID}")
-    assert NOT_VALID in results["coherence"]["comparisons"][0]["evidence"]["sentence"]
-    assert all(m["validity"]["valid"] is False for m in results["preferences"]["models"].values())
+    assert results.preferences and results.coherence
+    own = results.preferences.own_trait_evidence["full"]
+    for figure in (own.own_trait_choice, *own.ratings.values()):
+        assert figure.validity == Validity(valid=False, reason="calibration accuracy 0.42 ...")
+        assert figure.sentence() == f"{figure.figure}: {NOT_VALID} (calibration accuracy 0.42 ...)."
+    assert own.ratings  # the own trait's rating change is marked too
+    assert all(NOT_VALID in c.evidence.sentence() for c in results.coherence.comparisons)
+    assert all(m.validity and m.validity.valid is False for m in results.preferences.models.values())
+    assert results.side_by_side and results.side_by_side.validity == own.validity
     headline = guard_headline(
         results, {"spearman_base_vs_full": 0.3, "win_rate_full_vs_steering": 0.6, "macro_f1_full": 0.7}
     )
@@ -306,9 +315,11 @@ def test_figures_from_an_invalid_judge_say_instrument_not_valid() -> None:
 
 def test_figures_from_a_valid_judge_keep_their_sentences() -> None:
     results = _results(valid=True)
+    assert results.preferences
+    before = results.preferences.own_trait_evidence["full"].own_trait_choice.sentence()
     mark_judged(results)
-    share = results["preferences"]["own_trait_evidence"]["full"]["own_trait_choice"]
-    assert share["validity"]["valid"] and share["sentence"].startswith("share ...: 0.20")
+    share = results.preferences.own_trait_evidence["full"].own_trait_choice
+    assert share.validity and share.validity.valid and share.sentence() == before
     assert guard_headline(results, {"spearman_base_vs_full": 0.3})["spearman_base_vs_full"] == 0.3
 
 

@@ -30,8 +30,8 @@ def test_wins_losses_and_position_bias_are_counted() -> None:
     assert result["consistent"] == 3 and result["inconsistent"] == 2 and result["parse_failures"] == 1
     assert result["win_rate"] == pytest.approx(3 / 4)
     bias = result["position_bias"]
-    assert bias["flipped_with_order"] == 2 and bias["parsed_in_every_order"] == 5
-    assert bias["position_bias_rate"] == pytest.approx(2 / 5)
+    assert bias.flipped_with_order == 2 and bias.parsed_in_every_order == 5
+    assert bias.position_bias_rate == pytest.approx(2 / 5)
 
 
 def test_the_ballot_shows_each_answer_in_each_place() -> None:

@@ -185,8 +185,8 @@ def test_a_purely_position_biased_judge_yields_no_verdicts_and_is_reported() -> 
         assert all(d.verdict is None for d in decisions)  # the order is all it had to go on
         report = position_bias(decisions)
         assert report.position_bias_rate == 1.0 and report.order_consistent == 0
-        assert report["counted"] == 0
-        assert report["first_position"]["value"] == 1.0 and report["first_position"]["distinguishable"]
+        assert report.counted == 0
+        assert report.first_position.value == 1.0 and report.first_position.distinguishable
 
 
 def test_a_real_preference_survives_a_stronger_position_bias_in_forced_choice() -> None:
@@ -206,7 +206,7 @@ def test_an_unbiased_judge_is_consistent_in_every_order() -> None:
     assert all(d.verdict == "loving" and d.consistent for d in decisions)
     report = position_bias(decisions)
     assert report.position_bias_rate == 0.0 and report.first_position.value == 0.5
-    assert not report["first_position"]["distinguishable"]
+    assert not report.first_position.distinguishable
 
 
 def test_rotations_put_every_option_in_every_position() -> None:

@@ -63,12 +63,12 @@ def test_the_proof_scale_runs_end_to_end_on_the_tiny_model(tiny_model: Path, tmp
     assert out.exit_code == 0, out.output
     spec = load_spec(spec_file)
     results = load_results(open_store(spec.store), run_id_for(spec))
-    assert results["scale"] == "proof"
-    evidence = results["evidence"]
+    assert results.scale == "proof"
+    evidence = results.evidence
     held_out = evidence["training_dpo"]
-    assert held_out["test"] == "McNemar exact test" and held_out["unit"] == "held-out pairs" and held_out["n"] >= 1
+    assert held_out.test == "McNemar exact test" and held_out.unit == "held-out pairs" and held_out.n >= 1
     assert {"own_traits_full", "robustness_full", "recognition_full", "coherence_vs_system_prompt",
             "distill_data_quality", "capabilities"} <= set(evidence)
-    assert all(e["underpowered"] for e in evidence.values())  # shrunk sizes: nothing here is a result
+    assert all(e.underpowered for e in evidence.values())  # shrunk sizes: nothing here is a result
     # the distill stage reported its data-quality figure (the run summary prints every metric)
     assert "data_quality=" in out.output and "distilled chosen vs rejected" in out.output

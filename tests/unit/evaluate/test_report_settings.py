@@ -77,7 +77,7 @@ def test_a_bad_stored_results_json_is_refused_naming_the_store_file_and_field(tm
 def test_results_without_a_setting_the_report_states_are_refused_by_name() -> None:
     doc = json.loads(results().to_json())
     del doc["config"]["steering_layer_share"]
-    with pytest.raises(InvalidInput, match="results.json: config.steering_layer_share: Field required"):
+    with pytest.raises(InvalidInput, match=r"results\.json: config\.steering_layer_share: Field required"):
         parse_results(doc)
 
 

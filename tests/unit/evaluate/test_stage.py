@@ -20,7 +20,8 @@ from character.pipeline.engines import LocalEngines
 from character.pipeline.runner import run_stage, save_result
 from character.pipeline.spec import RunSpec, parse_spec
 from character.pipeline.stage import StageResult
-from character.report import SCHEMA_VERSION, SECTIONS
+from character.report import SECTIONS
+from character.report.results import SCHEMA_VERSION
 from character.stages.evaluate.orchestrate import load_results
 from character.stages.evaluate.robustness import load_attacks
 from character.stages.evaluate.subject import Subject
@@ -260,16 +261,18 @@ def test_robustness_across_runs_is_n_way_over_personas(tiny_model: Path, tmp_pat
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     results = load_results(store, specs[0])
-    assert results["runs"] == specs and results["personas"] == ["sarcasm", "humor"]
-    robust = results["robustness"]
-    assert robust["mode"] == "2-way" and robust["classes"] == ["sarcasm", "humor"]
-    assert robust["classifier"] == "finetune"  # the reference's kind of classifier, asked for on the CLI
-    assert list(robust["methods"]) == ["system_prompt"]
+    assert results.runs == specs and results.personas == ["sarcasm", "humor"]
+    robust = results.robustness
+    assert robust is not None
+    assert robust.mode == "2-way" and robust.classes == ["sarcasm", "humor"]
+    assert robust.classifier == "finetune"  # the reference's kind of classifier, asked for on the CLI
+    assert list(robust.methods) == ["system_prompt"]
     attacks = [a.id for a in load_attacks()]
-    method = robust["methods"]["system_prompt"]
-    assert list(method["macro_f1"]) == ["none", *attacks]  # macro-F1 per attack, N-way
-    assert method["evidence"]["mean_over_attacks"]["test"] == "permutation test"
-    assert "preferences" not in results and "coherence" not in results
+    method = robust.methods["system_prompt"]
+    assert list(method.macro_f1) == ["none", *attacks]  # macro-F1 per attack, N-way
+    assert method.evidence["mean_over_attacks"].test == "permutation test"
+    assert results.preferences is None and results.coherence is None
+    assert "preferences" not in json.loads(results.to_json())  # a part not run is absent from results.json
 
 
 def test_robustness_answers_each_class_in_one_engine_call(

@@ -13,6 +13,7 @@ from character.models.loading import load_model
 from character.models.refs import resolve_model
 from character.pipeline.spec import parse_spec
 from character.stages import merge
+from character.stats import Evidence
 from character.store.base import Store
 
 from tests.unit.training.helpers import fake_result, random_adapter
@@ -45,3 +46,19 @@ def trained_run(store: Store, folder: Path, seed: int, owner: str = "") -> RunRe
     record.refresh()
     save_run(store, record)
     return record
+
+
+def evaluated(store: Store, run_id: str, folder: Path, figures: dict[str, Evidence]) -> None:
+    """Store an evaluation of `run_id` whose headline figures are `figures` (the rest of its
+    results synthetic), as the eval stage points a run at it (record `evals/RUN`)."""
+    from character.stages.evaluate.orchestrate import RECORD_PREFIX, RESULTS_FILE
+
+    from tests.unit.evaluate.synthetic import results
+
+    data = results()
+    data.evidence = figures
+    folder.mkdir()
+    (folder / RESULTS_FILE).write_text(data.to_json())
+    key = f"eval-{uuid.uuid4().hex[:8]}"
+    store.put_dir("eval", key, folder)
+    store.put_record(f"{RECORD_PREFIX}{run_id}", {"eval": key})

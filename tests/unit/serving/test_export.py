@@ -6,7 +6,6 @@ verdict; an artifact changed since publishing, a used folder and an unknown form
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,10 @@ from character.models.refs import resolve_model
 from character.models.transformers_engine import TransformersEngine
 from character.serving.export import export_persona
 from character.serving.registry import publish
-from character.stages.evaluate.orchestrate import RECORD_PREFIX, RESULTS_FILE
 from character.store import LocalStore
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.unit.serving.helpers import trained_run
+from tests.unit.serving.helpers import evaluated, trained_run
 
 CONVERSATIONS = [[{"role": "user", "content": "How was your day?"}],
                  [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]]
@@ -37,11 +35,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, torch_one_thread: None) -> L
     run = trained_run(store, root, seed=3, owner="alice")
     figure = stats.evidence("held-out preference accuracy", 0.625, 16, "held-out pairs", (0.35, 0.85),
                             "Clopper-Pearson", "binomial test", "chance (0.5)", 0.45)
-    folder = root / "eval"
-    folder.mkdir()
-    (folder / RESULTS_FILE).write_text(json.dumps({"evidence": {"dpo_heldout": figure.as_dict()}}))
-    store.put_dir("eval", "eval-key", folder)
-    store.put_record(f"{RECORD_PREFIX}{run.run_id}", {"eval": "eval-key"})
+    evaluated(store, run.run_id, root / "eval", {"dpo_heldout": figure})
     publish(store, run.run_id, "snark", owner="alice")
     return store
 

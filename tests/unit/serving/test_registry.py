@@ -6,7 +6,6 @@ refused; the evaluation's figures travel with the record; owners keep their name
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ from character.serving.registry import (
     trained_personas,
     visible_personas,
 )
-from character.stages.evaluate.orchestrate import RECORD_PREFIX, RESULTS_FILE
 from character.store import LocalStore
 from character.store.base import Conflict
 
-from tests.unit.serving.helpers import trained_run
+from tests.unit.serving.helpers import evaluated, trained_run
 
 
 @pytest.fixture(scope="module")
@@ -183,14 +181,29 @@ def test_the_evaluation_figures_travel_with_the_record(store: LocalStore,
     run = runs[1]
     figure = stats.evidence("held-out preference accuracy", 0.7, 40, "held-out pairs", (0.53, 0.83),
                             "Clopper-Pearson", "binomial test", "chance (0.5)", 0.01)
-    folder = store.root.parent / "eval"
-    folder.mkdir()
-    (folder / RESULTS_FILE).write_text(json.dumps({"evidence": {"dpo_heldout": figure.as_dict()}}))
-    store.put_dir("eval", "eval-key", folder)
-    store.put_record(f"{RECORD_PREFIX}{run.run_id}", {"eval": "eval-key"})
-    found = publish(store, run.run_id, "snark").figures["dpo_heldout"]
-    assert (found.value, found.n, found.ci_low, found.ci_high, found.p_value) == (0.7, 40, 0.53, 0.83, 0.01)
-    assert found.verdict == figure.verdict() and found.distinguishable
+    evaluated(store, run.run_id, store.root.parent / "eval", {"dpo_heldout": figure})
+    published = publish(store, run.run_id, "snark")
+    assert published.figures == {"dpo_heldout": figure}  # the evaluation's own figure, every field
+    assert get_persona(store, "snark").figures["dpo_heldout"].verdict() == figure.verdict()
+
+
+def test_a_record_published_before_figures_were_evidence_still_reads(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    """Records written when the registry kept only part of each figure: the figure reads back
+    with the verdict it was published with."""
+    figures = {
+        "own": stats.evidence("share of own traits, full minus base", 0.12, 160, "comparisons", (0.04, 0.2),
+                              "bootstrap", "McNemar exact test", "no change", 0.003),
+        "small": stats.evidence("win rate", 0.6, 8, "decided pairs", (0.25, 0.9), "Clopper-Pearson",
+                                "exact binomial test", "chance (0.5)", 0.7),
+    }
+    kept = ("figure", "value", "n", "unit", "ci_low", "ci_high", "test", "p_value", "verdict", "distinguishable")
+    persona = publish(store, runs[2].run_id, "oldfig", owner="bob").model_dump(mode="json")
+    persona["figures"] = {k: {f: e.as_dict()[f] for f in kept} for k, e in figures.items()}
+    store.put_record(f"personas/oldfig/records/{persona['record_id']}", persona)
+    found = get_persona(store, "oldfig").figures
+    assert {k: e.verdict() for k, e in found.items()} == {k: e.verdict() for k, e in figures.items()}
+    assert found["small"].underpowered and found["small"].min_n == 20 and not found["own"].underpowered
 
 
 def test_a_name_belongs_to_its_first_owner(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:

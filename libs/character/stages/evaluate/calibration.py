@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from character import stats
 from character.errors import InvalidInput, NotFound
-from character.stats import NOT_VALID
 from character.stages.evaluate import preferences
+from character.stats import NOT_VALID
 from character.store.digest import digest_of
 from character.yamldoc import parse_json
 

@@ -246,7 +246,7 @@ def evaluate(subjects: Sequence[Subject], config: Config) -> RobustnessResults:
     return RobustnessResults(
         mode="binary" if len(subjects) == 1 else f"{len(subjects)}-way",
         classes=[primary.persona, BASE_CLASS] if len(subjects) == 1 else personas,
-        attacks=attacks,
+        attacks=list[results.Attack](attacks),
         train_prompts=len(train),
         heldout_prompts=len(heldout),
         heldout_unseen_in_training=min(primary.pool.unseen, len(heldout)),
