@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from character.report.results import EvaluationResults, HeadlineValue
+from character.stats import NOT_VALID
 
 TEMPLATE = "index.html.jinja"
 SECTIONS = (
@@ -85,6 +86,7 @@ def write_report(results: EvaluationResults, out_dir: str | Path) -> Path:
         num=num,
         method_label=method_label,
         fmt_p=format_p,
+        NOT_VALID=NOT_VALID,
     )
     (out / "results.json").write_text(results.to_json())
     index = out / "index.html"
