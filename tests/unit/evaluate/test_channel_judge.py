@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from character.models.engine import Conversation, Engine, Generation, SamplingParams
@@ -25,6 +25,7 @@ from character.stages.evaluate.channel_judge import SYSTEM, ChannelJudge
 from character.store import open_store
 
 ITEMS = load_calibration_set()
+TRAITS = sorted({t for i in ITEMS for t in i.traits})
 
 
 class _Scorer(Engine):
@@ -35,15 +36,27 @@ class _Scorer(Engine):
     def __init__(self) -> None:
         self.scored = 0
 
-    def generate(self, conversations: Sequence[Conversation], sampling: SamplingParams, adapter: Any = None,
-                 steering: Any = None, progress: Any = None) -> list[Generation]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: Any = None,
+        steering: Any = None,
+        progress: Any = None,
+    ) -> list[Generation]:
         raise AssertionError("the channel judge never generates")
 
-    def score(self, conversations: Sequence[Conversation], continuations: Sequence[str], adapter: Any = None,
-              progress: Any = None) -> list[float]:
+    def score(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        adapter: Any = None,
+        progress: Any = None,
+    ) -> list[float]:
         self.scored += len(continuations)
-        return [self.channel(c[0]["content"], c[1]["content"], r) for c, r in zip(conversations, continuations,
-                                                                                  strict=True)]
+        return [
+            self.channel(c[0]["content"], c[1]["content"], r) for c, r in zip(conversations, continuations, strict=True)
+        ]
 
     def channel(self, system: str, message: str, reply: str) -> float:
         raise NotImplementedError
@@ -52,7 +65,7 @@ class _Scorer(Engine):
 class AnswerKeyScorer(_Scorer):
     """A channel that sees the trait: the reply is likelier under its expressed trait's prompt."""
 
-    key = {(i.message, i.reply): i.expressed for i in ITEMS}
+    key: ClassVar[dict[tuple[str, str], str]] = {(i.message, i.reply): i.expressed for i in ITEMS}
 
     def channel(self, system: str, message: str, reply: str) -> float:
         return -10.0 + (system == SYSTEM.format(trait=self.key[(message, reply)]))
@@ -61,7 +74,7 @@ class AnswerKeyScorer(_Scorer):
 class OneTraitScorer(_Scorer):
     """A channel blind to the reply: whichever trait sorts first is always likelier."""
 
-    rank = {SYSTEM.format(trait=t): -k for k, t in enumerate(sorted({t for i in ITEMS for t in i.traits}))}
+    rank: ClassVar[dict[str, int]] = {SYSTEM.format(trait=t): -k for k, t in enumerate(TRAITS)}
 
     def channel(self, system: str, message: str, reply: str) -> float:
         return float(self.rank[system])

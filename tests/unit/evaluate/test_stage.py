@@ -398,6 +398,7 @@ def test_the_channel_judge_judges_trait_choices_when_it_calibrates_best(
     import dataclasses
 
     from character.stages.evaluate.calibration import judge_calibrations
+
     from tests.unit.evaluate.test_channel_judge import AnswerKeyScorer
 
     subject = _subject(tiny_model, tmp_path)
