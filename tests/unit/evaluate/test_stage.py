@@ -183,14 +183,14 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert len(results["steering"]["layers"]) >= 1
     parts = {"judge_calibration", "preferences", "side_by_side", "robustness", "coherence", "capabilities"}
     assert set(results["timings"]) == parts
-    # the demo preset calibrates both candidates (the teacher, the embedding judge) on its subset
-    # first and judges trait choices with the better one; every judge-based figure says so
+    # the demo preset calibrates the candidates (the channel judge, the embedding judge, the teacher)
+    # on its subset first and judges trait choices with the best one; every judge-based figure says so
     calibration, candidates = results["judge_calibration"], results["judge_candidates"]
-    assert [c["judge"] for c in candidates] == ["embedding", str(tiny_model)]
+    assert [c["judge"] for c in candidates] == ["channel", "embedding", str(tiny_model)]
     assert calibration == max(candidates, key=lambda c: c["accuracy"]) and results["judge"] == calibration["judge"]
     assert all(c["n"] == spec.stage_config("eval").calibration_items == 24 for c in candidates)
     # coherence's model judge (the teacher) is calibrated on its own only when it was not chosen
-    assert ("coherence_judge_calibration" in results) == (calibration["judge"] == "embedding")
+    assert ("coherence_judge_calibration" in results) == (calibration["judge"] in ("channel", "embedding"))
     coherent = results.get("coherence_judge_calibration", calibration)
     judged = [(e["own_trait_choice"], calibration) for e in prefs["own_trait_evidence"].values()]
     judged += [(c["evidence"], coherent) for c in results["coherence"]["comparisons"]]
@@ -201,7 +201,7 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
-    assert f"judge {calibration['judge']} (the better calibrated of embedding" in html  # the choice, named
+    assert f"judge {calibration['judge']} (the better calibrated of channel" in html  # the choice, named
     assert all(f">{section}</h2>" in html for section in SECTIONS)
     assert 'class="tag underpowered"' in html
 
