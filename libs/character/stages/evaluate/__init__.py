@@ -128,8 +128,9 @@ class Config(StageConfig):
     one thread, CPU time on a shared 2-core machine): 0.93 s an item (11.2 s for 12 items), plus
     about 2 s to load it; the embedding judge about 4 s, nearly all of it loading MiniLM.
     Measured on the presets' subsets (same settings): demo, 24 items, SmolLM2 25.3 s and both
-    judges (`choose_judge`) 30.4 s; proof, 36 items, SmolLM2 38.7 s and both about 43 s. Fewer
-    than `min_n` is refused (never a calibration)."""
+    judges (`choose_judge`) 30.4 s; proof, 36 items, SmolLM2 38.7 s and both about 43 s. The
+    channel judge (SmolLM2 scoring) adds 22.2 s at the demo's 24 items: the three candidates
+    49.0 s (docs/method.md). Fewer than `min_n` is refused (never a calibration)."""
     choose_judge: bool = False
     """Where the spec names no `judge`: calibrate the three candidates, the channel judge (the
     teacher scoring), the embedding judge and the default model judge (the teacher), on the same
