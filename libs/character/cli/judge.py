@@ -15,7 +15,14 @@ def calibrate(
     judge: str = typer.Option(
         "smollm2",
         help="A bundled model (smollm2, tiny), a local model folder, an "
-        "endpoint named in --spec, or 'embedding' (the sentence-embedding judge).",
+        "endpoint named in --spec, 'embedding' (the sentence-embedding judge) or 'channel' (the "
+        "noisy-channel judge, scored by the spec's model judge, default smollm2).",
+    ),
+    items: int | None = typer.Option(
+        None,
+        min=2,
+        help="Calibrate on this many items of the set, a seeded subset balanced over trait pairs "
+        "and positions, as the evaluation takes its `calibration_items` (default: every item).",
     ),
     set_file: Path | None = typer.Option(
         None,
@@ -40,7 +47,7 @@ def calibrate(
     from character.pipeline.engines import LocalEngines
     from character.pipeline.spec import RunSpec, default_store_uri, load_spec
     from character.stages.evaluate import Config
-    from character.stages.evaluate.calibration import calibrated, load_calibration_set
+    from character.stages.evaluate.calibration import calibrated, calibration_subset, load_calibration_set
     from character.stages.evaluate.trait_judges import trait_judge_for
     from character.store import open_store
 
@@ -50,10 +57,12 @@ def calibrate(
     config = run_spec.stage_config("eval") if run_spec else Config.for_scale(scale or "demo", None, where="--scale")
     endpoints = run_spec.endpoints if run_spec else {}
     the_store = open_store(store or (run_spec.store if run_spec else default_store_uri()))
-    items = load_calibration_set(set_file)
     engines = LocalEngines(the_store, run_spec.engine if run_spec else "transformers", endpoints)
     seed = run_spec.seed if run_spec else RunSpec.model_fields["seed"].default
-    result = calibrated(the_store, trait_judge_for(judge, engines, config, seed, endpoints), items, config.min_n)
+    chosen = calibration_subset(load_calibration_set(set_file), items, seed)
+    scorer = run_spec.model_judge if run_spec else RunSpec.model_fields["model"].default
+    trait_judge = trait_judge_for(judge, engines, config, seed, endpoints, scorer=scorer)
+    result = calibrated(the_store, trait_judge, chosen, config.min_n)
     bias = "-" if result["position_bias"] is None else f"{result['position_bias']:.2f}"
     typer.echo(f"judge: {result['judge']} (set {result['set_digest'][:12]}, n = {result['n']} items)")
     typer.echo(

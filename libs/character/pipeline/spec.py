@@ -25,6 +25,12 @@ from character.yamldoc import read_mapping
 EMBEDDING_JUDGE = "embedding"
 """`judge: embedding` names the sentence-embedding judge of trait choices
 (stages/evaluate/trait_judges.py) instead of a model."""
+CHANNEL_JUDGE = "channel"
+"""`judge: channel` names the noisy-channel judge of trait choices (stages/evaluate/channel_judge.py):
+the teacher scores each reply under each trait instead of being asked which trait it shows."""
+REPLY_JUDGES = (EMBEDDING_JUDGE, CHANNEL_JUDGE)
+"""The judges of trait choices that read a reply rather than answer a question: no model's name,
+and pairwise coherence keeps the teacher as its model judge when one of them is the judge."""
 
 
 def default_store_uri() -> str:
@@ -46,9 +52,11 @@ class RunSpec(BaseModel):
     constitution (context distillation)."""
     judge: str | None = None
     """The model that rates evaluation outputs (a bundled name, a local folder, an endpoint), or
-    "embedding" for the sentence-embedding judge of trait choices (pairwise coherence then keeps
-    the teacher as its judge); default: the teacher, or at the demo and proof scales whichever of
-    the teacher and the embedding judge calibrates better (the eval config's `choose_judge`)."""
+    "embedding" for the sentence-embedding judge of trait choices, or "channel" for the
+    noisy-channel judge (the teacher's likelihood of the reply under each trait); with either,
+    pairwise coherence keeps the teacher as its judge. Default: the teacher, or at the demo and
+    proof scales whichever of the teacher, the embedding and the channel judge calibrates best
+    (the eval config's `choose_judge`)."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for the student and teacher."""
     endpoints: dict[str, Endpoint] = {}
@@ -86,9 +94,10 @@ class RunSpec(BaseModel):
         return stages
 
     @model_validator(mode="after")
-    def _embedding_is_not_an_endpoint(self) -> RunSpec:
-        if EMBEDDING_JUDGE in self.endpoints:
-            raise ValueError(f"endpoints: {EMBEDDING_JUDGE!r} names the embedding judge; call the endpoint otherwise")
+    def _reply_judges_are_not_endpoints(self) -> RunSpec:
+        for name in REPLY_JUDGES:
+            if name in self.endpoints:
+                raise ValueError(f"endpoints: {name!r} names the {name} judge; call the endpoint otherwise")
         return self
 
     @model_validator(mode="after")
@@ -112,8 +121,8 @@ class RunSpec(BaseModel):
     @property
     def model_judge(self) -> str:
         """The model that judges what only a model can (pairwise coherence): the judge, or the
-        teacher when the judge is the embedding judge."""
-        return self.teacher_model if self.judge_model == EMBEDDING_JUDGE else self.judge_model
+        teacher when the judge is the embedding or the channel judge (the channel judge's scorer)."""
+        return self.teacher_model if self.judge_model in REPLY_JUDGES else self.judge_model
 
     def resolved(self) -> RunSpec:
         """The same spec with the constitution loaded inline, so the spec alone is enough

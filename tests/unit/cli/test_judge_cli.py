@@ -47,3 +47,28 @@ def test_a_malformed_set_is_one_located_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert f"{path}:1: field 'expressed'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_items_calibrates_the_channel_judge_on_the_evaluations_seeded_subset(tmp_path: Path, tiny_model: Path) -> None:
+    from character.stages.evaluate.calibration import calibration_subset, set_digest
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"constitution: sarcasm\nmodel: {tiny_model}\nseed: 7\n")
+    out = oct(
+        "judge",
+        "calibrate",
+        "--judge",
+        "channel",
+        "--items",
+        "20",
+        "--spec",
+        str(spec),
+        "--store",
+        str(tmp_path / "s"),
+        home=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    subset = set_digest(calibration_subset(load_calibration_set(), 20, seed=7))
+    assert f"judge: channel (set {subset[:12]}, n = 20 items)" in out.stdout
+    assert "position bias (share of verdicts picking the trait shown first; 0.50 = none): 0.50" in out.stdout
+    assert re.fullmatch(r"calibration accuracy: (0\.\d\d|1\.00)", out.stdout.strip().splitlines()[-1])

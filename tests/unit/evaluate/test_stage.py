@@ -184,14 +184,14 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert len(results["steering"]["layers"]) >= 1
     parts = {"judge_calibration", "preferences", "side_by_side", "robustness", "coherence", "capabilities"}
     assert set(results["timings"]) == parts
-    # the demo preset calibrates both candidates (the teacher, the embedding judge) on its subset
-    # first and judges trait choices with the better one; every judge-based figure says so
+    # the demo preset calibrates the candidates (the channel judge, the embedding judge, the teacher)
+    # on its subset first and judges trait choices with the best one; every judge-based figure says so
     calibration, candidates = results["judge_calibration"], results["judge_candidates"]
-    assert [c["judge"] for c in candidates] == ["embedding", str(tiny_model)]
+    assert [c["judge"] for c in candidates] == ["channel", "embedding", str(tiny_model)]
     assert calibration == max(candidates, key=lambda c: c["accuracy"]) and results["judge"] == calibration["judge"]
     assert all(c["n"] == spec.stage_config("eval").calibration_items == 24 for c in candidates)
     # coherence's model judge (the teacher) is calibrated on its own only when it was not chosen
-    assert ("coherence_judge_calibration" in results) == (calibration["judge"] == "embedding")
+    assert ("coherence_judge_calibration" in results) == (calibration["judge"] in ("channel", "embedding"))
     coherent = results.get("coherence_judge_calibration", calibration)
     judged = [(e["own_trait_choice"], calibration) for e in prefs["own_trait_evidence"].values()]
     judged += [(c["evidence"], coherent) for c in results["coherence"]["comparisons"]]
@@ -202,7 +202,7 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
-    assert f"judge {calibration['judge']} (the better calibrated of embedding" in html  # the choice, named
+    assert f"judge {calibration['judge']} (the better calibrated of channel" in html  # the choice, named
     assert all(f">{section}</h2>" in html for section in SECTIONS)
     assert 'class="tag underpowered"' in html
 
@@ -378,14 +378,37 @@ def test_the_judge_of_higher_calibration_accuracy_judges_trait_choices(
     assert found["judge_calibration"]["n"] == items  # the figure's n is the subset's size
 
 
-def test_candidates_are_the_embedding_and_the_model_judge_unless_the_spec_names_one(
+def test_candidates_are_the_channel_the_embedding_and_the_model_judge_unless_the_spec_names_one(
     tiny_model: Path, tmp_path: Path
 ) -> None:
+    from character.stages.evaluate.channel_judge import ChannelJudge
     from character.stages.evaluate.trait_judges import EmbeddingJudge, ModelJudge
 
-    embedding, model = _subject(tiny_model, tmp_path).trait_judge_candidates
+    channel, embedding, model = _subject(tiny_model, tmp_path).trait_judge_candidates
+    assert isinstance(channel, ChannelJudge) and channel.model == str(tiny_model)  # the teacher scores
     assert isinstance(embedding, EmbeddingJudge) and isinstance(model, ModelJudge) and model.name == str(tiny_model)
     [named] = _subject(tiny_model, tmp_path, judge=str(tiny_model)).trait_judge_candidates
     assert named.name == str(tiny_model)  # a spec's judge is used as given, never replaced
     [fixed] = _subject(tiny_model, tmp_path, scale="full").trait_judge_candidates
     assert fixed.name == str(tiny_model)  # full scale: the teacher judges, as the spec says
+
+
+def test_the_channel_judge_judges_trait_choices_when_it_calibrates_best(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real candidates (MiniLM, the tiny model as judge), the channel judge's scorer swapped
+    for one that sees the expressed trait (tests/unit/evaluate/test_channel_judge.py)."""
+    import dataclasses
+
+    from character.stages.evaluate.calibration import judge_calibrations
+
+    from tests.unit.evaluate.test_channel_judge import AnswerKeyScorer
+
+    subject = _subject(tiny_model, tmp_path)
+    channel, *others = subject.trait_judge_candidates
+    seeing = dataclasses.replace(channel, engine=AnswerKeyScorer())
+    monkeypatch.setattr(Subject, "trait_judge_candidates", property(lambda self: [*others, seeing]))
+    found = judge_calibrations(subject, subject.config.only(["preferences"]))
+    assert [c["judge"] for c in found["judge_candidates"]] == ["embedding", str(tiny_model), "channel"]
+    assert found["judge_calibration"]["judge"] == "channel" and subject.trait_judge is seeing
+    assert found["judge_calibration"]["accuracy"] == 1.0 and found["judge_calibration"]["valid"]

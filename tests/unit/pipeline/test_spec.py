@@ -52,11 +52,13 @@ def test_endpoints_serve_teachers_and_judges_not_the_student() -> None:
     refused({"endpoints": {"big": {"base_url": "http://x/v1", "api_key": "sk-123"}}}, r"api_key: Extra inputs")
 
 
-def test_judge_embedding_leaves_the_model_judge_to_the_teacher() -> None:
-    from character.pipeline.spec import EMBEDDING_JUDGE
+@pytest.mark.parametrize("name", ["embedding", "channel"])
+def test_a_judge_that_reads_replies_leaves_the_model_judge_to_the_teacher(name: str) -> None:
+    from character.pipeline.spec import REPLY_JUDGES
 
-    spec = parse_spec({"constitution": "sarcasm", "teacher": "tiny", "judge": EMBEDDING_JUDGE})
-    assert spec.judge_model == EMBEDDING_JUDGE and spec.model_judge == "tiny"
+    assert name in REPLY_JUDGES
+    spec = parse_spec({"constitution": "sarcasm", "teacher": "tiny", "judge": name})
+    assert spec.judge_model == name and spec.model_judge == "tiny"
     assert parse_spec({"constitution": "sarcasm", "judge": "tiny"}).model_judge == "tiny"
-    with pytest.raises(InvalidInput, match="names the embedding judge"):
-        parse_spec({"constitution": "sarcasm", "endpoints": {EMBEDDING_JUDGE: {"base_url": "http://x:1/v1"}}})
+    with pytest.raises(InvalidInput, match=f"names the {name} judge"):
+        parse_spec({"constitution": "sarcasm", "endpoints": {name: {"base_url": "http://x:1/v1"}}})

@@ -128,15 +128,17 @@ class Config(StageConfig):
     one thread, CPU time on a shared 2-core machine): 0.93 s an item (11.2 s for 12 items), plus
     about 2 s to load it; the embedding judge about 4 s, nearly all of it loading MiniLM.
     Measured on the presets' subsets (same settings): demo, 24 items, SmolLM2 25.3 s and both
-    judges (`choose_judge`) 30.4 s; proof, 36 items, SmolLM2 38.7 s and both about 43 s. Fewer
-    than `min_n` is refused (never a calibration)."""
+    judges (`choose_judge`) 30.4 s; proof, 36 items, SmolLM2 38.7 s and both about 43 s. The
+    channel judge (SmolLM2 scoring) adds 22.2 s at the demo's 24 items: the three candidates
+    49.0 s (docs/method.md). Fewer than `min_n` is refused (never a calibration)."""
     choose_judge: bool = False
-    """Where the spec names no `judge`: calibrate both candidates, the default model judge (the
-    teacher) and the embedding judge, on the same items and judge trait choices with the one of
-    higher calibration accuracy (ties: the embedding judge, the better one on the whole set),
-    named in results (`judge`, `judge_calibration.judge`; every candidate's figure under
-    `judge_candidates`) and the report. On in the demo and proof presets (issue 22: "the
-    default is whichever judge calibrates best"); a spec's `judge` is always used as given."""
+    """Where the spec names no `judge`: calibrate the three candidates, the channel judge (the
+    teacher scoring), the embedding judge and the default model judge (the teacher), on the same
+    items and judge trait choices with the one of highest calibration accuracy (ties: in that
+    order, their order on the whole set), named in results (`judge`, `judge_calibration.judge`;
+    every candidate's figure under `judge_candidates`) and the report. On in the demo and proof
+    presets (issue 22: "the default is whichever judge calibrates best"); a spec's `judge` is
+    always used as given."""
 
     # --- revealed preferences --------------------------------------------------------------
     preference_methods: list[str] = Field(default_factory=lambda: ["base", "full", "system_prompt"])

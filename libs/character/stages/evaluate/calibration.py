@@ -19,10 +19,10 @@ would leave less than a fifth of any effect.
 The evaluation calibrates on `Config.calibration_items` of the set (`calibration_subset`: seeded,
 balanced over trait pairs and over the position of the expressed trait) so that the demo's
 calibration stays under a minute; the figure's n is the subset's size. With `Config.choose_judge`
-and no `judge` in the spec, it calibrates the default model judge and the embedding judge on the
-same items and judges trait choices with the more accurate one (`best_calibrated`). The winner's
-figure is then the larger of two estimates, so slightly optimistic; both are in results
-(`judge_candidates`).
+and no `judge` in the spec, it calibrates the candidates (`Subject.trait_judge_candidates`: the
+channel, the embedding and the default model judge) on the same items and judges trait choices
+with the most accurate one (`best_calibrated`). The winner's figure is then the largest of three
+estimates, so slightly optimistic; all are in results (`judge_candidates`).
 
 Results are cached in the run's store as record `calibrations/<digest>`, keyed by the judge's
 identity (`TraitJudge.identity`: model or encoder and how it is asked) and the set's digest.

@@ -135,6 +135,9 @@ class Ballot:
     """The reply being judged, for judges that read it alone rather than a rendered
     conversation (the embedding judge: trait_judges.py); None where there is no such reply
     (coherence's ballots compare two answers)."""
+    message: str | None = None
+    """The user's message `text` replies to, for judges that score the reply as an answer to it
+    (the channel judge: channel_judge.py); None where there is no single reply."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,21 @@ class Decision:
 def rotations(k: int) -> list[tuple[int, ...]]:
     """The k cyclic orders of k items: each item is shown in each position exactly once."""
     return [tuple((start + i) % k for i in range(k)) for start in range(k)]
+
+
+def order_free_decision(ballot: Ballot, scores: Sequence[float]) -> Decision:
+    """The verdict of a judge that never sees the options' order (the highest of `scores`, one
+    per candidate; an exact tie decides nothing), recorded once per rotation as `decide` records
+    it, so the position-bias figures read the same for every judge."""
+    best = max(range(len(scores)), key=scores.__getitem__)
+    tied = sum(s == scores[best] for s in scores) > 1
+    verdict = None if tied else ballot.candidates[best]
+    orders = rotations(len(ballot.candidates))
+    return Decision(
+        verdict=verdict,
+        per_order=tuple(verdict for _ in orders),
+        first_shown=tuple(None if verdict is None else order[0] == best for order in orders),
+    )
 
 
 _TIE = 1e-9

@@ -121,7 +121,7 @@ def ballot(prompt: str, answer: str, pair: tuple[str, str]) -> judge.Ballot:
         shown = (pair[order[0]], pair[order[1]])
         return judge_conversation(prompt, answer, shown), shown
 
-    return judge.Ballot(pair, render, text=answer)
+    return judge.Ballot(pair, render, text=answer, message=prompt)
 
 
 def rate_method(

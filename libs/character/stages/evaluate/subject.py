@@ -121,13 +121,16 @@ class Subject:
     @property
     def trait_judge_candidates(self) -> list[TraitJudge]:
         """The judges of trait choices calibration chooses between: with `choose_judge` on and no
-        `judge` in the spec, the embedding judge and the default model judge (in that order:
-        ties go to the first); otherwise the spec's judge alone."""
-        from character.stages.evaluate.trait_judges import EmbeddingJudge
+        `judge` in the spec, the channel judge (the default model judge scoring), the embedding
+        judge and the default model judge (in that order, their accuracy on the whole bundled set
+        with SmolLM2: ties go to the first); otherwise the spec's judge alone."""
+        from character.stages.evaluate.trait_judges import EmbeddingJudge, channel_judge_for
 
         if self.ctx.spec.judge is not None or not self.config.choose_judge:
             return [self._spec_judge()]
-        return [EmbeddingJudge(), self._spec_judge()]
+        spec = self.ctx.spec
+        channel = channel_judge_for(spec.model_judge, self.ctx.engines, spec.endpoints, self.ctx.progress)
+        return [channel, EmbeddingJudge(), self._spec_judge()]
 
     def use_trait_judge(self, trait_judge: TraitJudge) -> None:
         """Judge trait choices with `trait_judge` from now on (the calibration's choice)."""
@@ -139,7 +142,7 @@ class Subject:
 
         spec = self.ctx.spec
         return trait_judge_for(spec.judge_model, self.ctx.engines, self.config, spec.seed, spec.endpoints,
-                               self.ctx.progress)
+                               self.ctx.progress, scorer=spec.model_judge)
 
     @property
     def model_judge(self) -> ModelJudge:

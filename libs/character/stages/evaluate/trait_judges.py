@@ -6,12 +6,15 @@ ballots in, `judge.Decision`s out, as `judge.decide`), so the spec's `judge:` ch
 - the embedding judge (`EmbeddingJudge`, `judge: embedding`): the reply's sentence embedding
   (the bundled MiniLM, as the persona classifier embeds) is compared by cosine similarity with
   one description per trait, "a {trait} reply"; the larger similarity wins. It never sees the
-  options' order, so it is order-free by construction (its position-bias rate is exactly 1/k).
+  options' order, so it is order-free by construction (its position-bias rate is exactly 1/k);
+- the noisy-channel judge (`channel_judge.ChannelJudge`, `judge: channel`): the model judge's
+  likelihood of the reply under a system prompt naming each trait; order-free too.
 
 The descriptions are the zero-shot template, not tuned: a template chosen for its accuracy on
 the calibration set would make that set's figure an optimistic estimate of the judge. Tuning
 them is allowed only on the calibration set (data/calibration/README.md), and would then
-need a second, held-out set to calibrate on.
+need a second, held-out set to calibrate on. Measured, it would not help: 8 descriptions (and
+their average) score 0.60-0.66 on the 144 items, all below the validity floor even in-sample.
 
 Pairwise coherence (two answers, which is more coherent) needs a model judge: the embedding
 judge only reads one reply against trait descriptions.
@@ -25,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from character.models.endpoint import Endpoint
 from character.models.engine import Engine
-from character.pipeline.spec import EMBEDDING_JUDGE
+from character.pipeline.spec import CHANNEL_JUDGE, EMBEDDING_JUDGE
 from character.progress import Progress, silent
 from character.stages.evaluate import judge
+from character.stages.evaluate.channel_judge import ChannelJudge
 
 if TYPE_CHECKING:
     from character.pipeline.stage import EngineProvider
@@ -117,21 +121,10 @@ class EmbeddingJudge:
         replies = embed([str(b.text) for b in ballots], self.encoder)
         descriptions = embed([self.description.format(trait=t) for t in traits], self.encoder)
         similarity = replies @ descriptions.T  # both L2-normalised: cosine similarities
-        return [_decision(b, [float(similarity[i, column[c]]) for c in b.candidates]) for i, b in enumerate(ballots)]
-
-
-def _decision(ballot: judge.Ballot, scores: list[float]) -> judge.Decision:
-    """The order-free verdict, recorded once per rotation as `judge.decide` records it (so the
-    position-bias figures read the same for every judge)."""
-    best = max(range(len(scores)), key=scores.__getitem__)
-    tied = sum(s == scores[best] for s in scores) > 1
-    verdict = None if tied else ballot.candidates[best]
-    orders = judge.rotations(len(ballot.candidates))
-    return judge.Decision(
-        verdict=verdict,
-        per_order=tuple(verdict for _ in orders),
-        first_shown=tuple(None if verdict is None else order[0] == best for order in orders),
-    )
+        return [
+            judge.order_free_decision(b, [float(similarity[i, column[c]]) for c in b.candidates])
+            for i, b in enumerate(ballots)
+        ]
 
 
 def model_identity(name: str, endpoints: Mapping[str, Endpoint]) -> Any:
@@ -168,8 +161,20 @@ def trait_judge_for(
     seed: int,
     endpoints: Mapping[str, Endpoint] | None = None,
     progress: Progress = silent,
+    *,
+    scorer: str,
 ) -> TraitJudge:
-    """The judge of trait choices a spec's `judge: NAME` names: the embedding judge, or a model."""
+    """The judge of trait choices a spec's `judge: NAME` names: the embedding judge, the channel
+    judge (model `scorer` scoring: the spec's `model_judge`), or a model."""
     if name == EMBEDDING_JUDGE:
         return EmbeddingJudge()
+    if name == CHANNEL_JUDGE:
+        return channel_judge_for(scorer, engines, endpoints, progress)
     return model_judge_for(name, engines, config, seed, endpoints, progress)
+
+
+def channel_judge_for(
+    scorer: str, engines: EngineProvider, endpoints: Mapping[str, Endpoint] | None = None, progress: Progress = silent
+) -> ChannelJudge:
+    """The channel judge, model `scorer` scoring the replies."""
+    return ChannelJudge(engines.engine(scorer), model_identity(scorer, endpoints or {}), progress=progress)
