@@ -428,7 +428,7 @@ class EvaluationResults(Part):
     personas: list[str]
     model: str
     judge: str
-    """The judge of trait choices (the better calibrated candidate, where there were several)."""
+    """The judge of trait choices (the best calibrated candidate, where there were several)."""
     scale: str
     seed: int
     config: EvalSettings

@@ -202,7 +202,7 @@ def test_eval_stage_end_to_end_on_the_tiny_model(tiny_model: Path, tmp_path: Pat
     assert "macro_f1_full" in result.metrics and "parse_failure_rate" in result.metrics
 
     html = (store.materialize("report", result.key) / "index.html").read_text()
-    assert f"judge {calibration['judge']} (the better calibrated of channel" in html  # the choice, named
+    assert f"judge {calibration['judge']} (the best calibrated of channel" in html  # the choice, named
     assert all(f">{section}</h2>" in html for section in SECTIONS)
     assert 'class="tag underpowered"' in html
 
