@@ -104,6 +104,7 @@ bench: setup  ## speed and memory figures for this machine, against its measured
 	$(BIN)/oct models prepare smollm2 >/dev/null
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/orchestration.py $(ORCHESTRATION_ARGS)
+	$(BIN)/python bench/serving_bench.py
 
 bench-quick: setup  ## generation speed as a fraction of this machine's limit (< 3 minutes)
 	$(BIN)/oct models prepare smollm2 >/dev/null

@@ -21,18 +21,19 @@ from tests.unit.training.helpers import fake_result, random_adapter
 BASE = "tiny"
 
 
-def trained_run(store: Store, folder: Path, seed: int, owner: str = "") -> RunRecord:
-    """A run on `store` with a trained persona (adapters from `seed`), saved as its record."""
+def trained_run(store: Store, folder: Path, seed: int, owner: str = "", base: str = BASE) -> RunRecord:
+    """A run on `store` with a trained persona on `base` (adapters from `seed`), saved as its
+    record."""
     tag = uuid.uuid4().hex[:8]
-    spec = parse_spec({"constitution": "sarcasm", "model": BASE, "store": store.uri, "seed": seed})
+    spec = parse_spec({"constitution": "sarcasm", "model": base, "store": store.uri, "seed": seed})
     record = new_run(spec, "inline", run_id=f"run-{seed}-{tag}")
     record.owner = owner
-    dpo = random_adapter(resolve_model(BASE), folder / f"dpo-{tag}", rank=4, seed=seed)
-    sft = random_adapter(resolve_model(BASE), folder / f"sft-{tag}", rank=8, seed=seed + 1000)
+    dpo = random_adapter(resolve_model(base), folder / f"dpo-{tag}", rank=4, seed=seed)
+    sft = random_adapter(resolve_model(base), folder / f"sft-{tag}", rank=8, seed=seed + 1000)
     refs = {"dpo": store.put_dir("adapter", f"dpo-{tag}", dpo), "sft": store.put_dir("adapter", f"sft-{tag}", sft)}
-    base, tokenizer = load_model(BASE, shared=False)
+    base_model, tokenizer = load_model(base, shared=False)
     merged_dir = folder / f"merged-{tag}"
-    merge.merged_model(base, dpo, sft, merge.Config()).save_pretrained(merged_dir)
+    merge.merged_model(base_model, dpo, sft, merge.Config()).save_pretrained(merged_dir)
     tokenizer.save_pretrained(merged_dir)
     model = store.put_dir("model", f"merged-{tag}", merged_dir)
     for name, stage in record.stages.items():
