@@ -68,7 +68,7 @@ demo: setup  ## train and evaluate one persona on SmolLM2 at demo scale (CPU, ~5
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale demo --publish $(PERSONA)-demo
 
-proof: setup  ## the same at proof scale: enough held-out data for powered figures (~35 min on 2 idle cores measured before teacher_samples: 4, which draws 4 teacher answers a prompt: longer now, not re-measured)
+proof: setup  ## the same at proof scale: enough held-out data for powered figures (~80 min a persona on 2 cores, measured with two personas at once, one thread each: docs/proof-runs.md)
 	$(BIN)/oct models prepare $(MODEL)
 	$(BIN)/oct run $(PERSONA) --model $(MODEL) --scale proof
 
