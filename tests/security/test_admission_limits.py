@@ -3,12 +3,13 @@ just outside is refused, and the refusal names the field and says what would be 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from character.errors import InvalidInput
 from character.platform import Limits, PlatformConfig
-from character.security.admission import admit, load_spec_text
+from character.security.admission import admit, check_knobs, knob_cap, load_spec_text
+from pydantic import BaseModel, Field
 
 PLATFORM = PlatformConfig(limits=Limits(max_seed=1000, max_questions=3))
 
@@ -75,3 +76,49 @@ def test_an_empty_spec_is_refused_with_what_to_send() -> None:
 def test_each_refusal_names_its_field_and_says_what_is_wrong(doc: dict[str, Any], where: str, says: str) -> None:
     err = refusal(doc)
     assert err.where == where and says in str(err)
+
+
+class Knobs(BaseModel):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"fast": {"steps": -30, "rate": [0.5, 2.0]}, "slow": {}}
+    steps: int = 20
+    rate: float = 1.0
+    unset: int = 0
+    listed: list[int] = Field(default_factory=lambda: [10**6])
+
+
+@pytest.mark.parametrize(("field", "cap"), [
+    ("steps", 4 * 30.0),  # the largest magnitude of default and presets, negative ones included
+    ("rate", 4 * 2.0),
+    ("unset", 10_000.0),  # nothing to scale: the default maximum
+    ("listed", 10_000.0),  # a default built by a factory is not a reference
+    ("absent", 10_000.0),
+])
+def test_a_knobs_maximum_scales_its_largest_default_or_preset(field: str, cap: float) -> None:
+    assert knob_cap(Knobs, "s", field, Limits()) == cap
+
+
+def test_an_operators_maximum_replaces_the_scaled_one() -> None:
+    limits = Limits(knob_max={"s": {"steps": 7.0}})
+    assert knob_cap(Knobs, "s", "steps", limits) == 7.0
+    assert knob_cap(Knobs, "s", "rate", limits) == 8.0
+
+
+def test_knobs_up_to_the_maximum_pass_and_beyond_it_are_refused_with_where_to_raise_it() -> None:
+    limits = Limits(knob_max={"dpo": {"epochs": 5}})
+    check_knobs({"dpo": {"epochs": 5}}, limits)
+    check_knobs({"dpo": {"epochs": -5}}, limits)
+    for value, says in ((6, ": 6.0 is over this platform's maximum of 5"), (-6, ": -6.0 is over"),
+                        (10**400, "inf is not a finite number"), (float("nan"), "nan is not a finite number")):
+        with pytest.raises(InvalidInput) as err:
+            check_knobs({"dpo": {"epochs": value}}, limits)
+        assert err.value.where == "spec_yaml.stages.dpo.epochs" and says in str(err.value)
+    with pytest.raises(InvalidInput, match=r"limits\.knob_max"):
+        check_knobs({"dpo": {"epochs": 6}}, limits)
+
+
+def test_long_values_are_shown_cut_to_sixty_characters() -> None:
+    err = refusal({"model": "m" * 100})
+    shown = str(err).removeprefix("spec_yaml.model: ").split(" is not a model")[0]
+    assert shown == repr("m" * 100)[:57] + "..." and len(shown) == 60
+    err = refusal({"model": "m" * 58})
+    assert str(err).startswith(f"spec_yaml.model: {'m' * 58!r} is not a model")
