@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 from character.errors import InvalidInput
+from character.models.endpoint import Endpoint
 from character.platform import Limits, PlatformConfig
 from character.security.admission import admit, check_knobs, knob_cap, load_spec_text
 from pydantic import BaseModel, Field
@@ -122,3 +123,27 @@ def test_long_values_are_shown_cut_to_sixty_characters() -> None:
     assert shown == repr("m" * 100)[:57] + "..." and len(shown) == 60
     err = refusal({"model": "m" * 58})
     assert str(err).startswith(f"spec_yaml.model: {'m' * 58!r} is not a model")
+
+
+OFFERING = PlatformConfig(
+    endpoints={"e2": Endpoint(base_url="http://b:1/v1"), "e1": Endpoint(base_url="http://a:1/v1")},
+    chat_prompts={"wild": "s3://p/wild.jsonl", "chat": "s3://p/chat.jsonl"})
+
+
+def test_refusals_list_what_the_platform_offers_instead() -> None:
+    assert str(refusal({"endpoints": {}}, OFFERING)).endswith("name one as teacher or judge (e1, e2)")
+    assert str(refusal({"endpoints": {}})).endswith("name one as teacher or judge (none are declared)")
+    assert "'/x' is not a chat prompt set this platform offers (bundled, chat, wild); paths and URIs" in str(
+        refusal({"chat_prompts": "/x"}, OFFERING))
+
+
+def test_bundled_prompts_pass_and_every_named_endpoint_is_brought_in_as_json() -> None:
+    doc = admit({"chat_prompts": "bundled", "teacher": "e1", "judge": "e2"}, OFFERING)
+    assert doc["chat_prompts"] == "bundled"
+    assert doc["endpoints"] == {name: OFFERING.endpoints[name].model_dump(mode="json") for name in ("e1", "e2")}
+
+
+def test_the_student_cannot_be_an_endpoint_and_is_not_offered_one() -> None:
+    err = refusal({"model": "e1"}, OFFERING)
+    assert err.where == "spec_yaml.model" and "e1" not in str(err).split("name one of")[1].split(" or a stored")[0]
+    assert "e1" in str(refusal({"teacher": "nope"}, OFFERING)).split("name one of")[1]
