@@ -126,7 +126,7 @@ def test_long_values_are_shown_cut_to_sixty_characters() -> None:
 
 
 OFFERING = PlatformConfig(
-    endpoints={"e2": Endpoint(base_url="http://b:1/v1"), "e1": Endpoint(base_url="http://a:1/v1")},
+    endpoints={"e2": Endpoint.model_validate({"base_url": "http://b:1/v1"}), "e1": Endpoint.model_validate({"base_url": "http://a:1/v1"})},
     chat_prompts={"wild": "s3://p/wild.jsonl", "chat": "s3://p/chat.jsonl"})
 
 
