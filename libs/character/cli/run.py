@@ -86,7 +86,7 @@ def run(
     model: str | None = typer.Option(None, help="Student model (default smollm2)."),
     teacher: str | None = typer.Option(None, help="Teacher model (default: the student + constitution)."),
     judge: str | None = typer.Option(None, help="Judge model for evaluation (default: the teacher)."),
-    scale: str | None = typer.Option(None, help="demo (CPU minutes), proof (about 80 min on 2 cores) or full (reference)."),
+    scale: str | None = typer.Option(None, help="demo (CPU minutes), proof (~80 min on 2 cores) or full (reference)."),
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     seed: int | None = typer.Option(None, help="Seed (default 123456)."),
     spec: Path | None = typer.Option(None, help="A run spec YAML; flags override its values."),
