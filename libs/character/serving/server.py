@@ -13,7 +13,8 @@
   resolved on every request, so a persona published, or a tag moved, after the server started
   is served without a restart.
 - Generation runs on worker threads (the engines' own locks serialize work on one model), so
-  the event loop keeps answering (health, metrics, refusals) while models compute.
+  the event loop keeps answering (health, metrics, refusals) while models compute. They are
+  daemon threads: a generation still running at stop does not hold the process.
 - A plaintext side port answers /healthz (readiness) and /metrics (Prometheus).
 """
 
@@ -29,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from character.daemon_pool import DaemonPool
 from character.errors import CharacterError, InvalidInput, NotFound
 from character.models.engine import Generation
 from character.platform import Limits, PlatformConfig, load_platform_config
@@ -95,7 +96,7 @@ class PersonaServer:
         self.options = options or ServerOptions()
         self._in_flight: dict[str, int] = {}
         self._body_budget = body_budget(limits)
-        self._workers = ThreadPoolExecutor(self.options.workers, thread_name_prefix="persona-server")
+        self._workers = DaemonPool(self.options.workers, "persona-server")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from character.controller.scheduler import ControllerConfig
 from character.controller.stage_tasks import StageJobs, TaskManager
+from character.daemon_pool import DaemonPool
 from character.errors import CharacterError, InvalidInput
 from character.platform import PlatformConfig, load_platform_config
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +30,7 @@ from character_services.common.catalog import METRICS_PORT_OFFSET, ServiceInfo, 
 from character_services.common.errors import status_code
 from character_services.common.metrics import Metrics
 from character_services.common.security import Guard, Redactor, Transport
-from character_services.common.threads import DaemonPool, handler_deadline, within
+from character_services.common.threads import handler_deadline, within
 
 log = logging.getLogger("services.rpc")
 

@@ -202,6 +202,15 @@ def test_concurrent_requests_answer_as_they_do_one_at_a_time(
     assert len(set(alone)) > 1
 
 
+def test_generation_threads_do_not_hold_the_process_at_exit(server: PersonaServer, credentials: Credentials) -> None:
+    import threading
+
+    chat(client(server, credentials), "tiny")
+    workers = [t for t in threading.enumerate() if t.name.startswith("persona-server_")]
+    assert workers, "a request ran on no worker thread"
+    assert all(t.daemon for t in workers)
+
+
 def test_an_evicted_persona_answers_the_same_and_the_metrics_count_it(
     server: PersonaServer, credentials: Credentials, personas: tuple[RunRecord, RunRecord]
 ) -> None:
