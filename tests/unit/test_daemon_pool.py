@@ -11,7 +11,6 @@ import time
 from concurrent import futures
 
 import pytest
-
 from character.daemon_pool import DaemonPool
 
 

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import importlib.util
 import ipaddress
+import json
 import os
 import re
 import ssl
@@ -529,16 +530,61 @@ def test_provisioning_job_is_an_ordinary_job_named_by_its_spec(helm: Path) -> No
     assert "checksum/s3-users" in job["spec"]["template"]["metadata"]["annotations"]
 
 
-def test_s3_setup_policy_is_limited_to_the_store() -> None:
+def _s3_setup() -> Any:
     spec = importlib.util.spec_from_file_location("s3_setup", CHART / "files" / "s3_setup.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    policy = module.store_policy("character", "runs")
-    resources = {r for s in policy["Statement"] for r in s["Resource"]}
-    assert resources == {"arn:aws:s3:::character", "arn:aws:s3:::character/runs/*"}
-    actions = {a for s in policy["Statement"] for a in s["Action"]}
-    assert not [a for a in actions if "*" in a or a.startswith("admin:") or "Policy" in a or "DeleteBucket" in a]
+    return module
+
+
+def test_s3_setup_policy_is_limited_to_the_store() -> None:
+    module = _s3_setup()
+    for writes in (True, False):
+        policy = module.store_policy("character", "runs", writes=writes)
+        resources = {r for s in policy["Statement"] for r in s["Resource"]}
+        assert resources == {"arn:aws:s3:::character", "arn:aws:s3:::character/runs/*"}
+        actions = {a for s in policy["Statement"] for a in s["Action"]}
+        assert not [a for a in actions if "*" in a or a.startswith("admin:") or "Policy" in a or "DeleteBucket" in a]
+
+
+def test_the_persona_server_may_read_the_store_but_never_write_it() -> None:
+    module = _s3_setup()
+    read_only = module.store_policy("character", "runs", writes=False)
+    actions = {a for s in read_only["Statement"] for a in s["Action"]}
+    assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"}
+    assert module.policy_for("serving") == module.READ_ONLY
+    assert {module.policy_for(c) for c in ("controller", "generation", "introspection", "training", "evaluation",
+                                           "stages")} == {module.READ_WRITE}
+    writes = {a for s in module.store_policy("character", "runs")["Statement"] for a in s["Action"]}
+    assert {"s3:PutObject", "s3:DeleteObject"} <= writes
+
+
+class _RecordingAdmin:
+    """Stands in for MinIO's admin API (the test S3 server has none): what is attached to whom."""
+
+    def __init__(self, attached: set[str]):
+        self.attached = set(attached)
+
+    def user_info(self, access: str) -> str:
+        return json.dumps({"policyName": ",".join(sorted(self.attached)), "status": "enabled"})
+
+    def attach_policy(self, policies: list[str], user: str) -> None:
+        self.attached |= set(policies)
+
+    def detach_policy(self, policies: list[str], user: str) -> None:
+        assert set(policies) <= self.attached, "MinIO refuses to detach what is not attached"
+        self.attached -= set(policies)
+
+
+@pytest.mark.parametrize("before", [set(), {"oct-store-readwrite"}, {"oct-store-readonly"},
+                                    {"oct-store-readwrite", "oct-store-readonly"}, {"consoleAdmin-elsewhere"}])
+def test_provisioning_leaves_the_serving_user_read_only_whatever_an_earlier_chart_attached(before: set[str]) -> None:
+    module = _s3_setup()
+    admin = _RecordingAdmin(before)
+    module._attach_only(admin, "serving-key", module.policy_for("serving"))
+    assert admin.attached & {module.READ_WRITE, module.READ_ONLY} == {module.READ_ONLY}
+    assert admin.attached - {module.READ_WRITE, module.READ_ONLY} == before - {module.READ_WRITE, module.READ_ONLY}
 
 
 def test_s3_setup_creates_the_bucket_with_the_components_keys(s3_server: Any, tmp_path: Path) -> None:
