@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import cast
 
 import typer
 
 from character.serving.api import DEFAULT_PORT
+from character.serving.pool import ServingEngineKind
 
 
 def serve_personas(
@@ -19,7 +21,11 @@ def serve_personas(
                                                   "else the local CA `oct up` makes)."),
     tokens_file: str | None = typer.Option(None, help="The token file (default $OCT_AUTH_TOKENS, else `oct up`'s "
                                                       "local one, whose admin token the `oct` client holds)."),
-    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available); the "
+                                                "transformers engine only."),
+    engine: str = typer.Option("transformers", help="transformers (CPU or CUDA; requests take turns per base "
+                                                    "model) or vllm (GPU image; requests for any personas "
+                                                    "share batches)."),
 ) -> None:
     """Serve the published personas (NAME[:TAG]), the trained runs (by run id) and the base
     models over an OpenAI-compatible HTTPS API until Ctrl-C or SIGTERM; prints the base URL
@@ -28,9 +34,13 @@ def serve_personas(
     from character.serving.server import ServerOptions, build_server
     from character.store import open_store
 
+    if engine not in ("transformers", "vllm"):
+        raise typer.BadParameter(f"{engine!r}: choose transformers or vllm", param_hint="--engine")
+    if engine == "vllm" and device not in (None, "cuda"):
+        raise typer.BadParameter(f"vllm runs on the GPU vLLM chooses; drop --device {device}", param_hint="--device")
     the_store = open_store(store or default_store_uri())
     server = build_server(the_store, ServerOptions(host=host, port=port, health_port=health_port), tls_dir,
-                          tokens_file, device=device).start()
+                          tokens_file, device=device, engine=cast(ServingEngineKind, engine)).start()
     typer.echo(f"serving {the_store.uri} at {server.base_url} (health and metrics: "
                f"http://{host}:{server.health_port}/healthz, /metrics); CA {server.tls.folder / 'ca.crt'}", )
     stop = threading.Event()

@@ -21,6 +21,11 @@
 - Steering is not supported: vLLM has no hooks into the residual stream (use the
   transformers engine).
 - Calls are serialized by a lock (vLLM's offline `LLM` is not thread-safe).
+- Serving (`generate_ids`, the persona server): requests from many threads are queued, and a
+  batcher thread sends everything queued as one vLLM call, each request with its own adapter
+  (a list of LoRARequests), so concurrent requests for different personas on one base share
+  batches. Start the engine with `max_loras` (vLLM's adapters per batch, default 1) set to the
+  personas loaded at once. An answer arrives whole: the offline engine does not stream.
 
 vLLM is imported when an engine is constructed, so this module imports without it.
 """
@@ -28,13 +33,16 @@ vLLM is imported when an engine is constructed, so this module imports without i
 from __future__ import annotations
 
 import json
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from character.errors import CharacterError, InvalidInput, NotFound
-from character.models.chat_template import encode_for_scoring, encode_prompts, stop_token_ids
+from character.models.chat_template import check_context, encode_for_scoring, encode_prompts, stop_token_ids
 from character.models.engine import (
     AdapterRef,
     Conversation,
@@ -104,7 +112,12 @@ class VLLMEngine(Engine):
         )
         self._max_len = max_model_len or _context_length(path)
         self._adapters: dict[str, Any] = {}
+        self._next_lora_id = 1  # vLLM ids start at 1; never reused, vLLM caches adapters by id
+        self._adapters_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._queued: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._batcher: threading.Thread | None = None
+        self._batcher_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"VLLMEngine({self.name!r})"
@@ -161,7 +174,7 @@ class VLLMEngine(Engine):
         """A Generation from vLLM's CompletionOutput, cut at the first stop token; the text is
         decoded by our tokenizer so it matches the transformers engine's."""
         row = list(completion.token_ids)
-        stop = next((k for k, t in enumerate(row) if t in self._stop_ids), None)
+        stop = self._first_stop(row)
         reason: Literal["stop", "length"]
         if stop is not None:
             tokens, reason, count = row[:stop], "stop", stop + 1
@@ -171,8 +184,81 @@ class VLLMEngine(Engine):
             tokens, reason, count = row, "stop", len(row) + 1
         else:
             raise CharacterError(f"vLLM ended a request with finish_reason {completion.finish_reason!r}")
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return Generation(text=text, finish_reason=reason, num_tokens=count)
+        return Generation(text=self._text(tokens), finish_reason=reason, num_tokens=count)
+
+    def _first_stop(self, row: list[int]) -> int | None:
+        return next((k for k, t in enumerate(row) if t in self._stop_ids), None)
+
+    def _text(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True))
+
+    # --- serving ------------------------------------------------------------------------
+    def generate_ids(
+        self,
+        prompt: list[int],
+        sampling: SamplingParams,
+        adapter: AdapterRef | None = None,
+        on_step: Callable[[list[int]], None] | None = None,
+    ) -> Generation:
+        """One answer to a prompt given as token ids, batched with the other requests queued at
+        the time (see the module docstring); `on_step` gets the whole answer's tokens once."""
+        if not prompt:
+            raise InvalidInput("the prompt is empty; give at least one token", where="prompt")
+        check_context(len(prompt), self._max_len, "prompt")
+        lora = self._lora_request(adapter)  # not under the engine's lock, which a running batch holds
+        request = _Queued(list(prompt), self._sampling_params(sampling, 0), lora)
+        self._queued.put(request)
+        self._start_batcher()
+        completion = request.answer.result()
+        if on_step is not None:
+            on_step(list(completion.token_ids))
+        return self._finish(completion)
+
+    def encode_chat(self, conversation: Conversation) -> list[int]:
+        """The conversation's token ids as `generate` renders it (for `generate_ids`)."""
+        return encode_prompts(self.tokenizer, [conversation], self._max_len)[0]
+
+    def answer_text(self, tokens: Sequence[int]) -> str:
+        """The text of an answer's tokens so far, up to its stop token."""
+        row = list(tokens)
+        stop = self._first_stop(row)
+        return self._text(row if stop is None else row[:stop])
+
+    def unload_adapter(self, adapter: AdapterRef) -> bool:
+        """Drop a loaded adapter from vLLM (an LRU of personas evicting one); False when it was
+        not loaded. A later call with it loads it again, under a new id."""
+        key = str(Path(adapter).expanduser().resolve())
+        with self._lock, self._adapters_lock:
+            lora = self._adapters.pop(key, None)
+            if lora is None:
+                return False
+            self._llm.llm_engine.remove_lora(lora.lora_int_id)
+            return True
+
+    def _start_batcher(self) -> None:
+        with self._batcher_lock:
+            if self._batcher is None:
+                self._batcher = threading.Thread(target=self._batches, name="vllm-batcher", daemon=True)
+                self._batcher.start()
+
+    def _batches(self) -> None:
+        while True:
+            batch = [self._queued.get()]
+            while True:  # everything that arrived while the last batch ran goes into this one
+                try:
+                    batch.append(self._queued.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with self._lock:
+                    outputs = self._run([r.prompt for r in batch], [r.params for r in batch],
+                                        [r.lora for r in batch])
+            except BaseException as err:  # every waiter of this batch gets the error
+                for request in batch:
+                    request.answer.set_exception(err)
+                continue
+            for request, output in zip(batch, outputs, strict=True):
+                request.answer.set_result(output.outputs[0])
 
     # --- scoring ------------------------------------------------------------------------
     def score(
@@ -203,22 +289,36 @@ class VLLMEngine(Engine):
             return None
         folder = Path(adapter).expanduser().resolve()
         key = str(folder)
-        if key not in self._adapters:
-            config_file = folder / "adapter_config.json"
-            if not config_file.is_file():
-                raise NotFound(f"no PEFT adapter at {folder} (adapter_config.json missing)")
-            rank = int(json.loads(config_file.read_text()).get("r", 0))
-            if rank > self.max_lora_rank:
-                raise InvalidInput(
-                    f"the adapter at {folder} has LoRA rank {rank}, above this engine's max_lora_rank "
-                    f"{self.max_lora_rank}; start the engine with max_lora_rank={rank} or more",
-                    where="adapter",
-                )
-            from vllm.lora.request import LoRARequest
+        with self._adapters_lock:
+            if key not in self._adapters:
+                self._adapters[key] = self._new_lora_request(folder)
+            return self._adapters[key]
 
-            lora_id = len(self._adapters) + 1  # vLLM ids start at 1
-            self._adapters[key] = LoRARequest(f"adapter-{lora_id}", lora_id, key)
-        return self._adapters[key]
+    def _new_lora_request(self, folder: Path) -> Any:
+        config_file = folder / "adapter_config.json"
+        if not config_file.is_file():
+            raise NotFound(f"no PEFT adapter at {folder} (adapter_config.json missing)")
+        rank = int(json.loads(config_file.read_text()).get("r", 0))
+        if rank > self.max_lora_rank:
+            raise InvalidInput(
+                f"the adapter at {folder} has LoRA rank {rank}, above this engine's max_lora_rank "
+                f"{self.max_lora_rank}; start the engine with max_lora_rank={rank} or more",
+                where="adapter",
+            )
+        from vllm.lora.request import LoRARequest
+
+        lora_id, self._next_lora_id = self._next_lora_id, self._next_lora_id + 1
+        return LoRARequest(f"adapter-{lora_id}", lora_id, str(folder))
+
+
+@dataclass
+class _Queued:
+    """A serving request waiting for the batcher: its prompt, vLLM sampling and LoRA request."""
+
+    prompt: list[int]
+    params: Any
+    lora: Any
+    answer: Future[Any] = field(default_factory=Future)
 
 
 def _continuation_logprob(output: Any, sent: list[int], size: int) -> float:

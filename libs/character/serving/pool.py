@@ -9,8 +9,13 @@
 - At most `max_loaded` personas stay loaded (least recently used first out): an evicted
   adapter's weights are dropped from its engine, an evicted merged model is released; either
   loads again on its next request.
-- Calls on one engine run one at a time (its lock), so requests for personas on one base take
-  turns; the same request gives the same greedy text whatever else is being served.
+- Two engines (`engine=`): "transformers" (CPU or CUDA), whose calls on one model run one at a
+  time (its lock), so requests for personas on one base take turns and the same request gives
+  the same greedy text whatever else is being served (a padded batch would fork greedy
+  near-ties); and "vllm" (GPU), where concurrent requests for any personas on one base share
+  batches (vLLM's multi-LoRA, `VLLMEngine.generate_ids`), at most `max_loaded` adapters per
+  batch. Merged-only personas are served on transformers only: a second vLLM model would claim
+  the GPU memory the base's engine holds.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from character.errors import CharacterError
 from character.home import oct_home
 from character.models.adapters import stack_adapters
-from character.models.engine import Conversation, Generation, SamplingParams
+from character.models.engine import AdapterRef, Conversation, Generation, SamplingParams
 from character.models.transformers_engine import TransformersEngine
 from character.serving.resolve import ServedPersona
 from character.store.base import ArtifactRef, Store
@@ -34,11 +39,29 @@ OnLoad = Callable[[str], None]
 """Called with a persona's name when it is loaded or evicted (metrics)."""
 
 
+ServingEngineKind = Literal["transformers", "vllm"]
+
+
+class ServingEngine(Protocol):
+    """What the pool needs of an engine (TransformersEngine and VLLMEngine have it)."""
+
+    tokenizer: Any
+
+    def generate_ids(self, prompt: list[int], sampling: SamplingParams, adapter: AdapterRef | None = None,
+                     on_step: Callable[[list[int]], None] | None = None) -> Generation: ...
+
+    def encode_chat(self, conversation: Conversation) -> list[int]: ...
+
+    def answer_text(self, tokens: list[int]) -> str: ...
+
+    def unload_adapter(self, adapter: AdapterRef) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Loaded:
     """A persona ready to answer: the engine and the adapter folder to apply (None: as is)."""
 
-    engine: TransformersEngine
+    engine: ServingEngine
     adapter: Path | None
 
 
@@ -47,16 +70,19 @@ class PersonaPool:
 
     def __init__(self, store: Store, max_loaded: int, device: Any = None, *,
                  on_load: OnLoad | None = None, on_evict: OnLoad | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, engine: ServingEngineKind = "transformers"):
         if max_loaded < 1:
             raise CharacterError(f"max_loaded must be at least 1, got {max_loaded}")
+        if engine not in ("transformers", "vllm"):
+            raise CharacterError(f"unknown serving engine {engine!r}; choose transformers or vllm")
         self.store = store
         self.max_loaded = max_loaded
         self.device = device
+        self.engine_kind = engine
         self.cache_dir = cache_dir or oct_home() / "cache" / "personas"
         self._on_load = on_load or (lambda _name: None)
         self._on_evict = on_evict or (lambda _name: None)
-        self._bases: dict[str, TransformersEngine] = {}
+        self._bases: dict[str, ServingEngine] = {}
         self._loaded: OrderedDict[str, tuple[ServedPersona, Loaded]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -114,14 +140,25 @@ class PersonaPool:
             on_text(generation.text[len(sent[0]):])
         return generation
 
-    def _base(self, base: str) -> TransformersEngine:
+    def _base(self, base: str) -> ServingEngine:
         if base not in self._bases:
-            self._bases[base] = TransformersEngine(base, device=self.device)
+            self._bases[base] = self._new_engine(base)
         return self._bases[base]
+
+    def _new_engine(self, model: str | Path) -> ServingEngine:
+        if self.engine_kind == "vllm":
+            from character.models.vllm_engine import VLLMEngine
+
+            return VLLMEngine(model, max_loras=self.max_loaded)
+        return TransformersEngine(model, device=self.device)
 
     def _load(self, persona: ServedPersona) -> Loaded:
         if persona.merged is not None:
-            return Loaded(TransformersEngine(self._fetch(persona.merged), device=self.device), None)
+            if self.engine_kind == "vllm":
+                raise CharacterError(f"{persona.name} has merged weights only, which the vllm engine does not serve "
+                                     "beside a base model; publish a run with adapters, or serve with the "
+                                     "transformers engine")
+            return Loaded(self._new_engine(self._fetch(persona.merged)), None)
         engine = self._base(persona.base)
         folders = [self._fetch(ref) for ref in persona.adapters]
         adapter = folders[0] if len(folders) == 1 else stack_adapters(folders, self.cache_dir / persona.digest)

@@ -973,6 +973,14 @@ def test_serving_is_off_by_default_and_refuses_plaintext(helm: Path) -> None:
     assert result.returncode != 0 and "serving.enabled needs tls.enabled" in result.stderr
 
 
+@pytest.mark.parametrize("settings", [["serving.engine=vllm"], ["serving.engine=vllm", "serving.image=gpu"],
+                                      ["serving.engine=vllm", "serving.gpus=1"]])
+def test_the_vllm_serving_engine_needs_the_gpu_image_and_a_gpu(helm: Path, settings: list[str]) -> None:
+    sets = [arg for setting in ["serving.enabled=true", *settings] for arg in ("--set", setting)]
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *sets)
+    assert result.returncode != 0 and "serving.engine=vllm needs serving.image=gpu and serving.gpus >= 1" in result.stderr
+
+
 def test_every_ci_values_file_turns_serving_on() -> None:
     """So lint-deploy.sh checks the chart with the persona server for every values file."""
     assert {p.stem for p in SERVING_VALUES} == set(VALUE_IDS)
@@ -1021,6 +1029,8 @@ def test_serving_pod_runs_serve_personas_with_its_certificate_tokens_and_store(h
     gpus = given["gpus"]
     assert resources["limits"].get("nvidia.com/gpu", 0) == gpus == resources["requests"].get("nvidia.com/gpu", 0)
     assert ("--device" in args) == (gpus == 0)
+    engine = given.get("engine", "transformers")
+    assert (args[args.index("--engine") + 1] if "--engine" in args else "transformers") == engine
     assert pod.get("nodeSelector", {}) == given.get("nodeSelector", {})
     image = container["image"].rsplit(":", 1)[0].rsplit("/", 1)[-1]
     assert image == f"oct-{given['image']}"
