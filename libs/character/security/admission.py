@@ -157,7 +157,7 @@ def _check_constitution(value: Any, limits: Limits, where: str) -> None:
 def _no_references(value: Any, where: str) -> None:
     """Stage overrides are settings, not places: no paths, URIs or hub names."""
     if isinstance(value, str):
-        if "/" in value or "\\" in value or value.startswith(("~", ".")) or "://" in value:
+        if "/" in value or "\\" in value or value.startswith(("~", ".")):  # a URI's "://" has its "/"
             raise InvalidInput(f"{_show(value)} looks like a path or URI; a remote spec cannot point stages "
                                "at files, buckets or hub names", where=where)
     elif isinstance(value, list):
