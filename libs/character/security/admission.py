@@ -172,7 +172,10 @@ def _numbers(value: Any) -> list[float]:
     if isinstance(value, bool) or value is None:
         return []
     if isinstance(value, int | float):
-        return [float(value)] if not isinstance(value, int) or abs(value) < 2**1023 else [math.inf]
+        try:
+            return [float(value)]
+        except OverflowError:  # an integer beyond the largest float: refused as infinite
+            return [math.inf]
     if isinstance(value, list | tuple):
         return [n for item in value for n in _numbers(item)]
     if isinstance(value, dict):
