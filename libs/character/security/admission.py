@@ -157,7 +157,7 @@ def _check_constitution(value: Any, limits: Limits, where: str) -> None:
 def _no_references(value: Any, where: str) -> None:
     """Stage overrides are settings, not places: no paths, URIs or hub names."""
     if isinstance(value, str):
-        if "/" in value or "\\" in value or value.startswith(("~", ".")) or "://" in value:
+        if "/" in value or "\\" in value or value.startswith(("~", ".")):  # a URI's "://" has its "/"
             raise InvalidInput(f"{_show(value)} looks like a path or URI; a remote spec cannot point stages "
                                "at files, buckets or hub names", where=where)
     elif isinstance(value, list):
@@ -172,7 +172,10 @@ def _numbers(value: Any) -> list[float]:
     if isinstance(value, bool) or value is None:
         return []
     if isinstance(value, int | float):
-        return [float(value)] if not isinstance(value, int) or abs(value) < 2**1023 else [math.inf]
+        try:
+            return [float(value)]
+        except OverflowError:  # an integer beyond the largest float: refused as infinite
+            return [math.inf]
     if isinstance(value, list | tuple):
         return [n for item in value for n in _numbers(item)]
     if isinstance(value, dict):

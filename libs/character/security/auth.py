@@ -246,7 +246,9 @@ def _local_user() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "local"
-    return "".join(c if c.isalnum() or c in "@._-" else "-" for c in user).lstrip("-._@") or "local"
+    # ASCII only: str.isalnum() is also true of letters such as "é", which a token name may not hold
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "@._-" else "-" for c in user)
+    return name.lstrip("-._@") or "local"
 
 
 def _write_private(path: Path, text: str) -> None:
