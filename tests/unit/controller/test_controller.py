@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from character.controller.executor import StageState, StageStatus
-from character.controller.runs import load_run, save_run
+from character.controller.runs import RunRecord, load_run, save_run
 from character.controller.scheduler import Controller, ControllerConfig, RunEvent
 from character.errors import InvalidInput, NotFound
 from character.pipeline.dag import stage_keys
@@ -845,3 +845,30 @@ def test_a_watcher_ends_when_the_controller_stops_and_others_keep_theirs(store) 
     events = list(controller.watch("run-2", lambda: asked.append(True) or stays(), tick=0.001))
     assert [e.stage for e in events] == ["a", "b", "c", None]
     assert asked == [True]  # it ended at its first idle tick, its caller still there
+
+
+def test_the_after_success_hook_gets_each_succeeded_run_once_as_a_copy(store) -> None:
+    received: list[RunRecord] = []
+
+    def hook(record: RunRecord) -> None:
+        received.append(record.model_copy(deep=True))
+        record.stages["c"].message = "edited by the hook"  # a copy: the run does not change
+
+    controller = Controller(store, ScriptedExecutor(store, {"x": ["invalid"]}), CONFIG, clock=Clock(),
+                            on_succeeded=hook)
+    controller.submit_record(make_record("run-ok"))
+    controller.submit_record(make_record("run-failing", {"x": ()}))
+    _steps(controller, 12)
+    assert load_run(store, "run-failing").state is F
+    assert [(r.run_id, r.state) for r in received] == [("run-ok", S)]
+    assert received[0].stages["c"].state is S and load_run(store, "run-ok").stages["c"].message == ""
+
+
+def test_a_failing_after_success_hook_leaves_the_run_succeeded(store) -> None:
+    def hook(record: RunRecord) -> None:
+        raise RuntimeError("the registry is down")
+
+    controller = Controller(store, ScriptedExecutor(store), CONFIG, clock=Clock(), on_succeeded=hook)
+    controller.submit_record(make_record())
+    _steps(controller, 10)
+    assert load_run(store, "run-test").state is S

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from character.pipeline.dag import STAGE_NAMES, run_id_from_keys, stage_keys
+from character.pipeline.dag import STAGE_NAMES, evaluation_key, run_id_from_keys, stage_keys
 from character.pipeline.spec import parse_spec
+from character.store.digest import digest_of
 
 
 def keys(**doc: Any) -> dict[str, str]:
@@ -41,3 +42,23 @@ def test_an_endpoint_teacher_is_addressed_by_what_decides_its_answers() -> None:
     assert changed(first, teacher(base_url="http://b:8000/v1")) >= {"prompts", "distill"}
     assert changed(first, teacher(extra_body={"top_k": 0})) >= {"prompts", "distill"}
     assert changed(first, teacher(concurrency=64, timeout_s=5, api_key_env="OTHER_KEY")) == set()
+
+
+
+def evaluation(eval_key: str = "e" * 64, parts: tuple[str, ...] = ("robustness",),
+               others: tuple[str, ...] = ("f" * 64,), classifier: str = "frozen") -> str:
+    return evaluation_key(eval_key, list(parts), list(others), classifier)
+
+
+def test_an_evaluation_is_addressed_by_its_run_parts_other_runs_and_classifier() -> None:
+    variants = [evaluation(), evaluation(eval_key="0" * 64), evaluation(parts=("robustness", "preferences")),
+                evaluation(others=()), evaluation(classifier="finetune")]
+    assert len(set(variants)) == len(variants)
+    assert evaluation() == variants[0]
+
+
+def test_an_evaluations_key_is_the_one_reports_were_stored_under_before() -> None:
+    """`oct eval` stored reports under this digest before `evaluation_key` was factored out; a
+    changed document would leave every stored report unfound (and recomputed)."""
+    assert evaluation() == digest_of({"eval": "e" * 64, "parts": ["robustness"], "runs": ["f" * 64],
+                                      "classifier": "frozen"})
