@@ -89,7 +89,15 @@ def test_paired_shares_of_no_items_is_no_figure() -> None:
     assert (e.value, e.n, e.p_value, e.ci_low, e.ci_high) == (None, 0, None, None, None)
     assert e.underpowered and not e.distinguishable and e.min_n == 5
     assert (e.interval, e.test, e.null) == ("bootstrap 95%", "McNemar exact test", "no change")
-    assert e.sentence() == "change: –, n = 0 pairs, McNemar exact test: underpowered (n = 0 pairs < 5): not a result."
+
+
+def test_a_figure_without_value_or_interval_reads_a_dash_and_no_brackets() -> None:
+    assert stats.paired_shares("change", [], [], "pairs", min_n=5).sentence() == (
+        "change: –, n = 0 pairs, McNemar exact test: underpowered (n = 0 pairs < 5): not a result.")
+    assert stats.from_draws("x", 0.3, np.array([]), 40, "items").sentence() == (
+        "x: 0.30, n = 40 items, bootstrap test: no test possible.")
+    assert stats.macro_f1("f1", [], ["a", "b"], 3, min_n=2).sentence() == (
+        "f1: –, n = 3 held-out prompts, permutation test: no test possible.")
 
 
 def test_the_default_seed_is_zero_so_a_run_draws_the_same_resamples() -> None:
@@ -145,7 +153,6 @@ def test_from_draws_with_no_draws_is_no_test() -> None:
     assert (e.value, e.n, e.unit, e.min_n) == (0.3, 40, "items", 10)
     assert (e.interval, e.test, e.null) == ("bootstrap 95%", "bootstrap test", "no change")
     assert e.verdict() == "no test possible"
-    assert e.sentence() == "x: 0.30, n = 40 items, bootstrap test: no test possible."
 
 
 def _evidence(p: float | None, n: int = 30, min_n: int = 20, alpha: float = 0.05) -> stats.Evidence:
@@ -239,7 +246,6 @@ def test_macro_f1_refuses_a_block_of_the_wrong_size_and_gives_no_figure_for_no_b
         assert empty.value is None and empty.p_value is None and (empty.ci_low, empty.ci_high) == (None, None)
         assert (empty.unit, empty.min_n, empty.interval, empty.test, empty.null) == (
             "held-out prompts", 2, "bootstrap 95%", "permutation test", "chance")
-    assert no_blocks.sentence() == "f1: –, n = 3 held-out prompts, permutation test: no test possible."
     assert no_prompts.verdict() == "underpowered (n = 0 held-out prompts < 2): not a result"
 
 
