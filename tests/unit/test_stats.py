@@ -121,6 +121,14 @@ def test_macro_f1_counts_a_never_predicted_class_as_zero() -> None:
     assert stats.macro_f1_score(["a", "a", "b", "b"], ["a", "a", "a", "a"], ["a", "b"]) == (2 / 3 + 0) / 2
 
 
+def test_macro_f1_counts_a_class_neither_true_nor_predicted_as_zero() -> None:
+    from sklearn.metrics import f1_score
+
+    # "b" has no true answer and no prediction: F1 = 0 / 0, scored 0 as scikit-learn's zero_division=0 does
+    assert stats.macro_f1_score(["a", "a"], ["a", "a"], ["a", "b"]) == 0.5
+    assert f1_score(["a", "a"], ["a", "a"], labels=["a", "b"], average="macro", zero_division=0.0) == 0.5
+
+
 def test_macro_f1_refuses_true_labels_outside_the_classes() -> None:
     with pytest.raises(ValueError, match=r"\['z'\] are not among the classes"):
         stats.macro_f1_score(["a", "z"], ["a", "a"], ["a", "b"])
@@ -135,6 +143,20 @@ def test_bootstrap_difference_from_draws() -> None:
     assert e.p_value is not None and e.p_value < 0.01
     centred = np.linspace(-20.0, 20.0, 1000)
     assert not stats.from_draws("rating change", 0.0, centred, 40, "comparisons").distinguishable
+
+
+def test_summary_puts_distinguishable_results_before_null_results() -> None:
+    null = stats.share("coin", 11, 20, "pairs")
+    result = stats.share("win rate", 19, 20, "pairs")
+    lines = stats.summary({"null": null, "result": result})
+    assert [line.split(":")[0] for line in lines] == ["win rate", "coin"]
+
+
+def test_the_record_holds_validity_only_when_a_judge_was_involved() -> None:
+    e = stats.share("win rate", 19, 20, "pairs")
+    assert "validity" not in e.as_dict()
+    judged = e.model_copy(update={"validity": stats.Validity(valid=True, reason="agrees with people")})
+    assert judged.as_dict()["validity"] == {"valid": True, "reason": "agrees with people"}
 
 
 def test_summary_puts_results_before_underpowered_figures() -> None:

@@ -42,13 +42,14 @@ def test_binomial_p_of_no_trials_is_none() -> None:
 
 
 @CASES
-@given(st.integers(1, 200).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
-def test_clopper_pearson_equals_statsmodels(case: tuple[int, int]) -> None:
+@given(st.integers(1, 200).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
+       st.sampled_from([0.95, 0.9, 0.99]))
+def test_clopper_pearson_equals_statsmodels(case: tuple[int, int], level: float) -> None:
     from statsmodels.stats.proportion import proportion_confint
 
     k, n = case
-    low, high = proportion_confint(k, n, alpha=0.05, method="beta")
-    ours = stats.clopper_pearson(k, n)
+    low, high = proportion_confint(k, n, alpha=1 - level, method="beta")
+    ours = stats.clopper_pearson(k, n) if level == stats.LEVEL else stats.clopper_pearson(k, n, level)
     assert ours == (pytest.approx(0.0 if k == 0 else low, abs=1e-9), pytest.approx(1.0 if k == n else high, abs=1e-9))
 
 
@@ -79,13 +80,36 @@ def test_paired_shares_is_the_mean_change_with_its_bootstrap_and_mcnemar(
     assert (e.ci_low, e.ci_high) == _percentile_interval(draws)
     assert e.p_value == stats.mcnemar(before, after)[2]
     assert (e.n, e.unit, e.min_n, e.test, e.null) == (n, "pairs", 5, "McNemar exact test", "no change")
+    assert e.interval == "bootstrap over items 95%"
     assert e.underpowered == (n < 5)
 
 
 def test_paired_shares_of_no_items_is_no_figure() -> None:
-    e = stats.paired_shares("change", [], [], "pairs")
+    e = stats.paired_shares("change", [], [], "pairs", min_n=5)
     assert (e.value, e.n, e.p_value, e.ci_low, e.ci_high) == (None, 0, None, None, None)
-    assert e.underpowered and not e.distinguishable and e.test == "McNemar exact test"
+    assert e.underpowered and not e.distinguishable and e.min_n == 5
+    assert (e.interval, e.test, e.null) == ("bootstrap 95%", "McNemar exact test", "no change")
+
+
+def test_a_figure_without_value_or_interval_reads_a_dash_and_no_brackets() -> None:
+    assert stats.paired_shares("change", [], [], "pairs", min_n=5).sentence() == (
+        "change: –, n = 0 pairs, McNemar exact test: underpowered (n = 0 pairs < 5): not a result.")
+    assert stats.from_draws("x", 0.3, np.array([]), 40, "items").sentence() == (
+        "x: 0.30, n = 40 items, bootstrap test: no test possible.")
+    assert stats.macro_f1("f1", [], ["a", "b"], 3, min_n=2).sentence() == (
+        "f1: –, n = 3 held-out prompts, permutation test: no test possible.")
+
+
+def test_the_default_seed_is_zero_so_a_run_draws_the_same_resamples() -> None:
+    before = [False] * 12 + [True] * 8 + [False] * 5
+    after = [True] * 12 + [True] * 8 + [False] * 5
+    drawn = {seed: stats.paired_shares("change", before, after, "pairs", seed=seed, resamples=200) for seed in (0, 1)}
+    assert stats.paired_shares("change", before, after, "pairs", resamples=200) == drawn[0] != drawn[1]
+    truth = ["a"] * 8 + ["b"] * 8
+    predicted = ["a", "a", "b", "a", "a", "b", "a", "a", "b", "b", "a", "b", "b", "b", "a", "b"]
+    blocks = [(truth, predicted)]
+    f1 = {seed: stats.macro_f1("f1", blocks, ["a", "b"], 8, seed=seed, resamples=200) for seed in (0, 1)}
+    assert stats.macro_f1("f1", blocks, ["a", "b"], 8, resamples=200) == f1[0] != f1[1]
 
 
 def _bootstrap_p_by_definition(draws: np.ndarray) -> float:
@@ -104,7 +128,8 @@ def test_from_draws_p_value_and_interval_equal_their_definitions(values: list[fl
     e = stats.from_draws("rating change", 1.0, draws, n, "comparisons", min_n=10)
     assert e.p_value == pytest.approx(_bootstrap_p_by_definition(draws))
     assert (e.ci_low, e.ci_high) == _percentile_interval(draws)
-    assert (e.value, e.n, e.unit, e.min_n, e.test) == (1.0, n, "comparisons", 10, "bootstrap test")
+    assert (e.value, e.n, e.unit, e.min_n) == (1.0, n, "comparisons", 10)
+    assert (e.interval, e.test, e.null) == ("bootstrap 95%", "bootstrap test", "no change")
 
 
 def test_from_draws_with_every_draw_on_one_side_has_the_smallest_p() -> None:
@@ -113,9 +138,20 @@ def test_from_draws_with_every_draw_on_one_side_has_the_smallest_p() -> None:
     assert stats.from_draws("x", -0.5, -draws, 40, "items").p_value == pytest.approx(1 / 1000)
 
 
+def test_from_draws_reads_half_precision_draws_in_double_precision() -> None:
+    # numpy interpolates float16 percentiles in float16: the 2.5% point would come out as -2.5, not -2.49976
+    draws = np.array([0.8, -0.7, 0.6, 0.6, -3.1, 0.3, -0.7, -0.2, 1.9, 0.5, 0.0], dtype=np.float16)
+    e = stats.from_draws("rating change", 0.2, draws, 40, "comparisons")
+    exact = draws.astype(np.float64)
+    assert (e.ci_low, e.ci_high) == (pytest.approx(np.percentile(exact, 2.5), rel=1e-12),
+                                     pytest.approx(np.percentile(exact, 97.5), rel=1e-12))
+
+
 def test_from_draws_with_no_draws_is_no_test() -> None:
-    e = stats.from_draws("x", 0.3, np.array([]), 40, "items")
+    e = stats.from_draws("x", 0.3, np.array([]), 40, "items", min_n=10)
     assert e.p_value is None and (e.ci_low, e.ci_high) == (None, None) and not e.distinguishable
+    assert (e.value, e.n, e.unit, e.min_n) == (0.3, 40, "items", 10)
+    assert (e.interval, e.test, e.null) == ("bootstrap 95%", "bootstrap test", "no change")
     assert e.verdict() == "no test possible"
 
 
@@ -172,6 +208,7 @@ def test_share_is_k_over_n_with_its_exact_interval_and_test(case: tuple[int, int
     assert (e.ci_low, e.ci_high) == stats.clopper_pearson(k, n)
     assert e.p_value == stats.binomial_p(k, n, chance)
     assert (e.n, e.unit, e.min_n, e.null) == (n, "items", 10, f"chance ({chance:g})")
+    assert (e.interval, e.test) == ("Clopper-Pearson 95%", "exact binomial test")
     assert e.underpowered == (n < 10)
 
 
@@ -203,5 +240,50 @@ def test_macro_f1_evidence_is_the_mean_over_blocks_with_a_bounded_permutation_p(
 def test_macro_f1_refuses_a_block_of_the_wrong_size_and_gives_no_figure_for_no_blocks() -> None:
     with pytest.raises(ValueError, match="expected 2 classes x 3 prompts"):
         stats.macro_f1("f1", [(["a"] * 3 + ["b"] * 2, ["a"] * 5)], ["a", "b"], 3)
-    empty = stats.macro_f1("f1", [], ["a", "b"], 3)
-    assert empty.value is None and empty.p_value is None and empty.n == 3
+    no_blocks = stats.macro_f1("f1", [], ["a", "b"], 3, min_n=2)
+    no_prompts = stats.macro_f1("f1", [([], [])], ["a", "b"], 0, min_n=2)
+    for empty in (no_blocks, no_prompts):
+        assert empty.value is None and empty.p_value is None and (empty.ci_low, empty.ci_high) == (None, None)
+        assert (empty.unit, empty.min_n, empty.interval, empty.test, empty.null) == (
+            "held-out prompts", 2, "bootstrap 95%", "permutation test", "chance")
+    assert no_prompts.verdict() == "underpowered (n = 0 held-out prompts < 2): not a result"
+
+
+def _macro_f1_by_definition(
+    blocks: list[tuple[list[str], list[str]]], classes: list[str], prompts: int, seed: int, resamples: int
+) -> tuple[float, float, np.ndarray]:
+    """scikit-learn's macro-F1 (mean over blocks); the one-sided permutation p-value (each block's
+    predictions shuffled, then as many resamples of held-out prompts, prompt j of every class
+    together, drawn in that order from one generator) and the resampled macro-F1s."""
+    from sklearn.metrics import f1_score
+
+    def mean_f1(pairs: list[tuple[list[str], list[str]]]) -> float:
+        return float(np.mean([f1_score(t, p, labels=classes, average="macro", zero_division=0.0) for t, p in pairs]))
+
+    observed = mean_f1(blocks)
+    rng = np.random.default_rng(seed)
+    shuffled = [mean_f1([(t, [p[i] for i in rng.permutation(len(p))]) for t, p in blocks]) for _ in range(resamples)]
+    p_value = (1 + sum(f >= observed - 1e-9 for f in shuffled)) / (1 + resamples)
+    draws = []
+    for _ in range(resamples):
+        picks = rng.integers(0, prompts, prompts)
+        rows = [c * prompts + j for c in range(len(classes)) for j in picks]
+        draws.append(mean_f1([([t[r] for r in rows], [p[r] for r in rows]) for t, p in blocks]))
+    return observed, p_value, np.array(draws)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 3), st.integers(1, 5), st.integers(1, 3), st.integers(0, 10**6), st.data())
+def test_macro_f1_p_value_and_interval_equal_their_definitions(
+    k: int, prompts: int, n_blocks: int, seed: int, data: st.DataObject
+) -> None:
+    classes = [f"c{i}" for i in range(k)]
+    truth = [c for c in classes for _ in range(prompts)]
+    labels = st.sampled_from([*classes, "other"])
+    blocks = [(truth, data.draw(st.lists(labels, min_size=len(truth), max_size=len(truth)))) for _ in range(n_blocks)]
+    e = stats.macro_f1("f1", blocks, classes, prompts, min_n=3, seed=seed, resamples=15)
+    observed, p_value, draws = _macro_f1_by_definition(blocks, classes, prompts, seed, 15)
+    assert e.value == pytest.approx(observed)
+    assert e.p_value == p_value
+    assert (e.ci_low, e.ci_high) == _percentile_interval(draws)
+    assert (e.interval, e.test, e.null) == ("bootstrap over prompts 95%", "permutation test", "chance")
