@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from character.constitution import persona_names, resolve_constitution
-from character.errors import InvalidInput
+from character.errors import InvalidInput, NotFound
 from character.report.results import EvaluationResults, JudgeCalibration
 from character.stages.evaluate import Config, calibration
 from character.stages.evaluate.calibration import (
@@ -91,22 +91,27 @@ class RandomJudge:
 
 
 class AnswerKeyJudge:
-    """Reads the answer key: the expressed trait of each known reply."""
+    """Reads the answer key: the expressed trait of each known reply (with `right`, of the first
+    `right` ballots only, naming the other trait of the rest: a judge of known accuracy)."""
 
-    name = "answer-key"
-
-    def __init__(self, items: Sequence[calibration.CalibrationItem]):
+    def __init__(self, items: Sequence[calibration.CalibrationItem], right: int | None = None,
+                 name: str = "answer-key"):
         self.key = {(i.message, i.reply): i.expressed for i in items}
+        self.right, self.name = right, name
+        self.asked: list[str] = []
 
     def identity(self) -> dict[str, Any]:
-        return {"judge": self.name}
+        return {"judge": self.name, "right": self.right}
 
     def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
         out = []
-        for b in ballots:
+        for i, b in enumerate(ballots):
             conversation, _ = b.render((0, 1))
             message = conversation[0]["content"].split("<message>\n", 1)[1].split("\n</message>", 1)[0]
-            out.append(_same_in_every_order(b, self.key[(message, str(b.text))]))
+            truth = self.key[(message, str(b.text))]
+            right = self.right is None or i < self.right
+            out.append(_same_in_every_order(b, truth if right else next(c for c in b.candidates if c != truth)))
+            self.asked.append(str(b.text))
         return out
 
 
@@ -136,6 +141,12 @@ def test_the_bundled_set_covers_every_bundled_personas_trait_words() -> None:
     assert words <= covered, sorted(words - covered)
 
 
+def test_with_no_path_the_loader_reads_the_set_shipped_with_the_library() -> None:
+    shipped = calibration.bundled_set()
+    assert shipped.parts[-3:] == ("data", "calibration", "judge_traits.jsonl") and shipped.is_file()
+    assert load_calibration_set() == load_calibration_set(shipped) == ITEMS
+
+
 # ----------------------------------------------------------------------------- the loader
 def _line(**overrides: Any) -> str:
     item = {"message": "Hi?", "reply": "Hello!", "traits": ["warm", "cold"], "expressed": "warm", "id": 1}
@@ -147,13 +158,16 @@ def _line(**overrides: Any) -> str:
     [
         ("{not json", "bad JSON at column 2"),
         (_line(reply=""), "field 'reply': expected a non-empty string"),
-        (json.dumps({"reply": "x", "traits": ["a", "b"], "expressed": "a"}), "field 'message'"),
+        (json.dumps({"reply": "x", "traits": ["a", "b"], "expressed": "a"}),
+         "field 'message': expected a non-empty string"),
         (_line(traits=["warm"]), "field 'traits': expected two distinct trait words"),
-        (_line(traits=["warm", "warm"]), "field 'traits'"),
-        (_line(expressed="kind"), "field 'expressed': 'kind' is not one of the traits"),
+        (_line(traits=["warm", "warm"]), "field 'traits': expected two distinct trait words"),
+        (_line(traits=[1, "cold"]), "field 'traits': expected two distinct trait words"),
+        (_line(traits=[" ", "cold"]), "field 'traits': expected two distinct trait words"),
+        (_line(expressed="kind"), "field 'expressed': 'kind' is not one of the traits ['warm', 'cold']"),
         ("[1, 2]", "a line is a list, expected an object"),
         ('{"message": "m", "message": "n"}', "duplicate key 'message' (at line 3 and line 3)"),
-        ("[" * 5000, "nests deeper than"),
+        ("[" * 5000, "the document nests deeper than"),
     ],
 )
 def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path, bad: str, says: str) -> None:
@@ -161,7 +175,27 @@ def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path,
     path.write_text(f"{_line()}\n\n{bad}\n{_line()}\n")
     with pytest.raises(InvalidInput) as err:
         load_calibration_set(path)
-    assert str(err.value).startswith(f"{path}:3: ") and says in str(err.value)
+    assert str(err.value).startswith(f"{path}:3: {says}")
+
+
+def test_a_line_that_is_not_utf8_is_an_error_naming_file_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(_line().encode() + b'\n{"message": "caf\xe9"}\n')
+    with pytest.raises(InvalidInput) as err:
+        load_calibration_set(path)
+    assert str(err.value) == f"{path}:2: not UTF-8 text (byte 16)" and err.value.where == f"{path}:2"
+
+
+def test_a_missing_file_is_not_found_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(NotFound) as err:
+        load_calibration_set(tmp_path / "absent.jsonl")
+    assert str(err.value) == f"no such calibration file: {tmp_path / 'absent.jsonl'}"
+
+
+def test_an_item_keeps_its_fields_and_its_traits_in_the_files_order(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text(_line(expressed="cold") + "\n")
+    assert load_calibration_set(path) == [calibration.CalibrationItem("Hi?", "Hello!", ("warm", "cold"), "cold")]
 
 
 def test_other_keys_are_ignored_and_blank_lines_skipped(tmp_path: Path) -> None:
@@ -182,11 +216,28 @@ def test_sizes_are_bounded_before_the_work(tmp_path: Path, monkeypatch: pytest.M
         load_calibration_set(many)
 
 
+def _sized(size: int) -> str:
+    """A valid item line of exactly `size` bytes (its reply padded)."""
+    return _line(reply="x" * (size - len(_line(reply=""))))
+
+
+def test_a_line_of_exactly_the_longest_size_is_read_with_or_without_its_newline(tmp_path: Path) -> None:
+    longest = _sized(calibration.MAX_LINE_BYTES)
+    path = tmp_path / "set.jsonl"
+    path.write_text(f"{longest}\n{longest}")  # the last line ends the file without a newline
+    assert [len(i.reply) for i in load_calibration_set(path)] == [len(json.loads(longest)["reply"])] * 2
+    path.write_text(f"{_line()}\n{_sized(calibration.MAX_LINE_BYTES + 1)}\n")
+    with pytest.raises(InvalidInput) as err:
+        load_calibration_set(path)
+    assert str(err.value) == f"{path}:2: line longer than {calibration.MAX_LINE_BYTES} bytes"
+
+
 def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n\n")
-    with pytest.raises(InvalidInput, match="no calibration items"):
+    with pytest.raises(InvalidInput) as err:
         load_calibration_set(path)
+    assert str(err.value) == f"{path}: no calibration items" and err.value.where == str(path)
 
 
 # ----------------------------------------------------------------------------- the subset
@@ -248,19 +299,7 @@ def test_a_judge_that_reads_the_answer_key_is_valid() -> None:
 
 
 def test_above_chance_but_below_the_floor_is_not_valid() -> None:
-    wrong = iter(range(len(ITEMS)))
-
-    class SometimesRight(AnswerKeyJudge):
-        """Right on 62% of the items: distinguishable from chance, below the floor."""
-
-        def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
-            decisions = super().decide(ballots)
-            return [
-                d if next(wrong) % 50 < 31 else _same_in_every_order(b, next(c for c in b.candidates if c != d.verdict))
-                for b, d in zip(ballots, decisions, strict=True)
-            ]
-
-    result = calibrate(SometimesRight(ITEMS), ITEMS)
+    result = calibrate(AnswerKeyJudge(ITEMS, right=89), ITEMS)  # right on 62%
     assert result["ci_low"] > 0.5 and result["accuracy"] < FLOOR
     assert not result["valid"] and f"below the floor {FLOOR:.2f}" in result["reason"]
 
