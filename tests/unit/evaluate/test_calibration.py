@@ -12,10 +12,12 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
+from character import stats
 from character.constitution import persona_names, resolve_constitution
 from character.errors import InvalidInput, NotFound
 from character.report.results import EvaluationResults, JudgeCalibration
@@ -35,6 +37,10 @@ from character.stages.evaluate.preferences import draw_pairs, own_trait_evidence
 from character.stages.evaluate.trait_judges import EmbeddingJudge
 from character.stats import Validity
 from character.store import open_store
+
+if TYPE_CHECKING:
+    from character.stages.evaluate.subject import Subject
+    from character.store.base import Store
 
 ITEMS = load_calibration_set()
 RESULT_KEYS = {
@@ -304,6 +310,60 @@ def test_above_chance_but_below_the_floor_is_not_valid() -> None:
     assert not result["valid"] and f"below the floor {FLOOR:.2f}" in result["reason"]
 
 
+@pytest.mark.parametrize(("right", "valid"), [(70, True), (69, False)])
+def test_accuracy_exactly_at_the_floor_is_valid(right: int, valid: bool) -> None:
+    result = calibrate(AnswerKeyJudge(ITEMS, right=right), ITEMS[:100])
+    assert result["accuracy"] == right / 100 and result["ci_low"] > 0.5  # above chance either way
+    assert result["valid"] is valid and result["reason"].endswith(
+        f"and at least {FLOOR:.2f}" if valid else f"below the floor {FLOOR:.2f}"
+    )
+
+
+@pytest.mark.parametrize(("ci_low", "valid"), [(0.5, False), (0.5001, True)])
+def test_an_interval_whose_lower_bound_is_exactly_chance_is_not_valid(ci_low: float, valid: bool) -> None:
+    found = stats.share("judge calibration accuracy", 80, 100, "items").model_copy(update={"ci_low": ci_low})
+    ok, reason = calibration._verdict(found)
+    assert ok is valid and ("not distinguishable from chance (0.5)" in reason) is not valid
+
+
+def test_a_valid_judges_reason_reads_its_figure_and_p_value() -> None:
+    result = calibrate(AnswerKeyJudge(ITEMS, right=22), ITEMS[:30])
+    assert result["valid"] and 0.001 < result["p_value"] < 0.05
+    assert result["reason"] == (
+        f"calibration accuracy 0.73 [{result['ci_low']:.2f}, {result['ci_high']:.2f}], n = 30: above chance "
+        f"({stats.format_p(result['p_value'])}) and at least 0.70"
+    )
+    # right on 1152 of 1152: a p-value below the smallest float, still reported as tiny
+    perfect = calibrate(AnswerKeyJudge(ITEMS), ITEMS * 8)
+    assert perfect["p_value"] == 0.0 and "above chance (p < 0.001)" in perfect["reason"]
+
+
+@pytest.mark.parametrize(("min_n", "valid"), [(12, True), (13, False)])
+def test_fewer_items_than_min_n_are_no_calibration(tmp_path: Path, min_n: int, valid: bool) -> None:
+    for result in (calibrate(AnswerKeyJudge(ITEMS), ITEMS[:12], min_n=min_n),
+                   calibrated(open_store(str(tmp_path / "store")), AnswerKeyJudge(ITEMS), ITEMS[:12], min_n=min_n)):
+        assert result["accuracy"] == 1.0 and result["valid"] is valid
+        assert result["reason"].endswith("at least 0.70" if valid else f"fewer than {min_n} items, not a calibration")
+
+
+def test_a_judge_that_never_answers_has_no_position_bias_and_is_not_valid() -> None:
+    class Silent(AnswerKeyJudge):
+        def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+            return [Decision(verdict=None, per_order=(None, None), first_shown=(None, None)) for _ in ballots]
+
+    result = calibrate(Silent(ITEMS), ITEMS)
+    assert result["accuracy"] == 0.0 and result["position_bias"] is None and not result["valid"]
+
+
+def test_a_judge_that_skips_a_ballot_is_an_error_not_a_score_on_the_rest() -> None:
+    class Skips(AnswerKeyJudge):
+        def decide(self, ballots: Sequence[Ballot]) -> list[Decision]:
+            return super().decide(ballots)[:-1]
+
+    with pytest.raises(ValueError, match="zip"):
+        calibrate(Skips(ITEMS), ITEMS)
+
+
 def test_calibrations_are_cached_by_judge_and_set(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "store"))
     judge = ShownFirstJudge()
@@ -312,11 +372,89 @@ def test_calibrations_are_cached_by_judge_and_set(tmp_path: Path) -> None:
     calibrated(store, judge, ITEMS[:40])  # another set: measured again
     assert judge.calls == 2
     assert [k for k in store.list_records(calibration.RECORD_PREFIX)]
+    calibrated(store, judge, ITEMS, min_n=30)  # another min_n: measured again
+    assert judge.calls == 3
+
+
+def test_the_best_calibrated_is_the_most_accurate_and_the_first_of_a_tie() -> None:
+    assert calibration.best_calibrated([{"accuracy": 0.6}, {"accuracy": 0.8}, {"accuracy": 0.7}]) == 1
+    assert calibration.best_calibrated([{"accuracy": 0.6}, {"accuracy": 0.8}, {"accuracy": 0.8}]) == 1
+    assert calibration.best_calibrated([{"accuracy": None}, {"accuracy": 0.1}]) == 1  # no figure: none right
+
+
+# ----------------------------------------------------------------------------- in the evaluation
+class _Subject:
+    """What `judge_calibrations` reads of a `Subject`: the seed, the store, the model judge (by
+    name in the spec), the candidate judges of trait choices and the one it settles on."""
+
+    def __init__(self, store: Store, candidates: list[AnswerKeyJudge], model_judge: AnswerKeyJudge):
+        self.ctx = SimpleNamespace(store=store, spec=SimpleNamespace(seed=5, model_judge=model_judge.name))
+        self.trait_judge_candidates = candidates
+        self.trait_judge = candidates[-1]  # the spec's judge, till calibration chooses
+        self.model_judge = model_judge
+
+    def use_trait_judge(self, judge: AnswerKeyJudge) -> None:
+        self.trait_judge = judge
+
+
+CONFIG = Config.model_validate({"calibration_items": 12, "min_n": 12})
+
+
+def _judges(*rights: int) -> list[AnswerKeyJudge]:
+    return [AnswerKeyJudge(ITEMS, right=right, name=f"right-{right}") for right in rights]
+
+
+def _calibrations(subject: _Subject, parts: list[str]) -> dict[str, Any]:
+    return calibration.judge_calibrations(cast("Subject", subject), CONFIG.only(parts))
+
+
+def test_the_most_accurate_candidate_judges_trait_choices_and_every_candidates_figure_is_kept(
+    tmp_path: Path,
+) -> None:
+    store = open_store(str(tmp_path / "store"))
+    worse, better, coherence = _judges(9, 12, 11)
+    subject = _Subject(store, [worse, better], coherence)
+    found = _calibrations(subject, ["preferences", "coherence"])
+    assert set(found) == {"judge_calibration", "judge_candidates", "coherence_judge_calibration"}
+    assert subject.trait_judge is better and found["judge_calibration"] == found["judge_candidates"][1]
+    assert [f["judge"] for f in found["judge_candidates"]] == ["right-9", "right-12"]
+    assert found["coherence_judge_calibration"]["judge"] == "right-11"
+    # every judge is asked about the seeded subset, and a subset of min_n items counts
+    subset = [i.reply for i in calibration_subset(load_calibration_set(), 12, seed=5)]
+    assert worse.asked == better.asked == coherence.asked == subset
+    assert found["judge_calibration"]["valid"] and found["coherence_judge_calibration"]["valid"]
+    assert found["coherence_judge_calibration"]["accuracy"] == 11 / 12
+    assert len(list(store.list_records(calibration.RECORD_PREFIX))) == 3  # each cached in the run's store
+
+
+def test_one_candidate_has_no_candidates_figures(tmp_path: Path) -> None:
+    [only] = _judges(12)
+    found = _calibrations(_Subject(open_store(str(tmp_path / "store")), [only], only), ["preferences"])
+    assert set(found) == {"judge_calibration"} and found["judge_calibration"]["judge"] == "right-12"
+
+
+def test_without_preferences_the_spec_judge_is_calibrated_and_no_candidate(tmp_path: Path) -> None:
+    *candidates, coherence = _judges(12, 10, 11)
+    subject = _Subject(open_store(str(tmp_path / "store")), candidates, coherence)
+    found = _calibrations(subject, ["coherence"])
+    assert set(found) == {"judge_calibration", "coherence_judge_calibration"}
+    assert found["judge_calibration"]["judge"] == "right-10" and subject.trait_judge is candidates[-1]
+
+
+def test_coherences_judge_is_calibrated_only_for_coherence_and_only_once(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    worse, better, other = _judges(9, 12, 11)
+    assert set(_calibrations(_Subject(store, [worse, better], other), ["preferences"])) == {
+        "judge_calibration", "judge_candidates"}
+    both = _calibrations(_Subject(store, [worse, better], better), ["preferences", "coherence"])
+    assert "coherence_judge_calibration" not in both  # the judge of trait choices judges coherence too
+    assert _calibrations(_Subject(store, [worse, better], other), []) == {}
 
 
 # ----------------------------------------------------------------------------- reporting
-def _results(valid: bool) -> EvaluationResults:
-    """Synthetic results with own-trait evidence, judged by a judge of the given validity."""
+def _results(valid: bool | None) -> EvaluationResults:
+    """Synthetic results with own-trait evidence, judged by a judge of the given validity (None:
+    no calibration)."""
     from tests.unit.evaluate.synthetic import results
 
     data = results(scale="proof")
@@ -329,7 +467,7 @@ def _results(valid: bool) -> EvaluationResults:
     }
     data.judge_calibration = JudgeCalibration(judge="smollm2", set_digest="d", n=40, accuracy=0.42, ci_low=0.27,
                                               ci_high=0.58, p_value=0.43, position_bias=0.5, valid=valid,
-                                              reason="calibration accuracy 0.42 ...")
+                                              reason="calibration accuracy 0.42 ...") if valid is not None else None
     return data
 
 
@@ -343,13 +481,27 @@ def test_figures_from_an_invalid_judge_say_instrument_not_valid() -> None:
         assert figure.sentence() == f"{figure.figure}: {NOT_VALID} (calibration accuracy 0.42 ...)."
     assert own.ratings  # the own trait's rating change is marked too
     assert all(NOT_VALID in c.evidence.sentence() for c in results.coherence.comparisons)
+    assert all(c.validity == own.validity for c in results.coherence.comparisons)
     assert all(m.validity and m.validity.valid is False for m in results.preferences.models.values())
+    assert results.preferences.validity == own.validity
     assert results.side_by_side and results.side_by_side.validity == own.validity
     headline = guard_headline(
         results, {"spearman_base_vs_full": 0.3, "win_rate_full_vs_steering": 0.6, "macro_f1_full": 0.7}
     )
     assert headline["spearman_base_vs_full"] == NOT_VALID and headline["win_rate_full_vs_steering"] == NOT_VALID
     assert headline["macro_f1_full"] == 0.7 and headline["judge_valid"] is False  # the classifier is no judge
+    assert headline["judge_calibration_accuracy"] == 0.42
+
+
+def test_without_a_calibration_no_figure_is_marked() -> None:
+    results = _results(valid=None)
+    mark_judged(results)
+    assert results.preferences and results.coherence and results.side_by_side
+    own = results.preferences.own_trait_evidence["full"]
+    assert own.validity is None and own.own_trait_choice.validity is None and results.preferences.validity is None
+    assert results.side_by_side.validity is None
+    assert all(c.validity is None and c.evidence.validity is None for c in results.coherence.comparisons)
+    assert guard_headline(results, {"spearman_base_vs_full": 0.3}) == {"spearman_base_vs_full": 0.3}
 
 
 def test_figures_from_a_valid_judge_keep_their_sentences() -> None:
