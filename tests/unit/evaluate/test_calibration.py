@@ -259,6 +259,30 @@ def test_the_subset_is_balanced_over_pairs_and_positions(n: int) -> None:
     assert abs(first - (n - first)) <= 1  # the expressed trait listed first half the time
 
 
+def test_each_pair_alternates_the_expressed_traits_position_between_rounds() -> None:
+    pairs = {frozenset(i.traits) for i in ITEMS}
+    assert len(ITEMS) == 4 * len(pairs)  # two items of each pair for each position
+    subset = calibration_subset(ITEMS, 3 * len(pairs), seed=3)  # three rounds
+    for pair in pairs:
+        firsts = [i.expressed == i.traits[0] for i in subset if frozenset(i.traits) == pair]
+        assert len(firsts) == 3 and firsts[0] != firsts[1] != firsts[2], pair
+
+
+def test_a_pair_whose_expressed_trait_has_one_position_still_gives_an_item_every_round() -> None:
+    def items(first: str, second: str, expressed: list[str]) -> list[calibration.CalibrationItem]:
+        return [calibration.CalibrationItem(f"m{k}", f"r{first}{k}", (first, second), e) for k, e in enumerate(expressed)]
+
+    lopsided = [
+        *items("a", "b", ["a"] * 3),  # always listed first
+        *items("c", "d", ["d"] * 3),  # always listed second
+        *items("e", "f", ["e", "f", "e", "f"]),
+        *items("g", "h", ["g", "h", "g", "h"]),
+    ]
+    for seed in range(10):  # the pairs' seeded order puts each one-sided pair on either position's turn
+        subset = calibration_subset(lopsided, 4, seed)
+        assert sorted(i.traits[0] for i in subset) == ["a", "c", "e", "g"], seed
+
+
 def test_the_subset_is_seeded() -> None:
     assert calibration_subset(ITEMS, 24, seed=3) == calibration_subset(ITEMS, 24, seed=3)
     assert calibration_subset(ITEMS, 24, seed=3) != calibration_subset(ITEMS, 24, seed=4)
