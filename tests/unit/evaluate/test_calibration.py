@@ -270,7 +270,8 @@ def test_each_pair_alternates_the_expressed_traits_position_between_rounds() -> 
 
 def test_a_pair_whose_expressed_trait_has_one_position_still_gives_an_item_every_round() -> None:
     def items(first: str, second: str, expressed: list[str]) -> list[calibration.CalibrationItem]:
-        return [calibration.CalibrationItem(f"m{k}", f"r{first}{k}", (first, second), e) for k, e in enumerate(expressed)]
+        return [calibration.CalibrationItem(f"m{k}", f"r{first}{k}", (first, second), e)
+                for k, e in enumerate(expressed)]
 
     lopsided = [
         *items("a", "b", ["a"] * 3),  # always listed first
