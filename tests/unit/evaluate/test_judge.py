@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from character.models.engine import Conversation, Engine, Generation
-from character.progress import silent
+from character.models.engine import Conversation, Engine, Generation, SamplingParams
+from character.progress import ProgressEvent, silent
 from character.stages.evaluate.judge import (
     ANSWER_TAG,
     Ballot,
     Decision,
     JudgeMode,
     decide,
+    order_free_decision,
     parse_answer,
     position_bias,
     rotations,
@@ -68,14 +69,21 @@ class ScriptedJudge(Engine):
     def __init__(self, reply: str = "", scores: dict[str, float] | None = None):
         self.reply, self.scores = reply, scores or {}
         self.seen: list[Conversation] = []
+        self.sampling: list[SamplingParams] = []
 
     def generate(self, conversations, sampling, adapter=None, steering=None, progress=silent):  # type: ignore[no-untyped-def]
         self.seen.extend(conversations)
+        self.sampling.append(sampling)
+        progress(ENGINE_EVENT)
         return [Generation(text=self.reply, finish_reason="stop", num_tokens=1) for _ in conversations]
 
     def score(self, conversations, continuations, adapter=None, progress=silent):  # type: ignore[no-untyped-def]
         self.seen.extend(conversations)
+        progress(ENGINE_EVENT)
         return [self.scores[c] for c in continuations]
+
+
+ENGINE_EVENT = ProgressEvent("engine: batch", 3, 4, "batch 3 of 4")
 
 
 ASK = [[{"role": "user", "content": "Which trait?"}]]
@@ -107,6 +115,36 @@ def test_choose_mode_picks_the_likeliest_option_per_byte() -> None:
     assert all(c[-1] == {"role": "assistant", "content": ANSWER_TAG} for c in engine.seen)
     three = ScriptedJudge(scores={"A</answer>": -5.0, "B</answer>": -1.0, "C</answer>": -3.0})
     assert call(three, "choose", [("A", "B", "C")]) == ["B"]
+
+
+def test_a_generating_judge_samples_as_asked_and_its_progress_is_passed_on() -> None:
+    modes: list[tuple[JudgeMode, str]] = [("reason", "<answer>loving</answer>"), ("tag", "loving</answer>")]
+    for mode, reply in modes:
+        engine, events = ScriptedJudge(reply=reply), list[ProgressEvent]()
+        picked = decide(engine, [trait_ballot()], mode, temperature=0.3, max_new_tokens=8, seed=11,
+                        progress=events.append)
+        assert [d.verdict for d in picked] == ["loving"]
+        assert engine.sampling == [SamplingParams(max_new_tokens=8, temperature=0.3, top_p=1.0,
+                                                  repetition_penalty=1.0, seed=11)]
+        assert events == [ENGINE_EVENT]
+
+
+def test_forced_choice_reports_its_scoring_as_the_judges() -> None:
+    engine, events = ScriptedJudge(scores={"sarcastic</answer>": -9.0, "loving</answer>": -3.0}), list[ProgressEvent]()
+    picked = decide(engine, [trait_ballot()], "choose", temperature=0.0, max_new_tokens=8, seed=1,
+                    progress=events.append)
+    assert [d.verdict for d in picked] == ["loving"]
+    assert events == [ProgressEvent("judge: scoring options", 3, 4, "batch 3 of 4")]
+    events.clear()
+    verdicts(engine, ASK, [PAIR], "choose", temperature=0.0, max_new_tokens=8, seed=1, progress=events.append)
+    assert events == [ProgressEvent("judge: scoring options", 3, 4, "batch 3 of 4")]
+
+
+@pytest.mark.parametrize("mode", ["reason", "tag", "choose"])
+def test_options_not_one_list_per_conversation_are_an_error(mode: JudgeMode) -> None:
+    engine = ScriptedJudge(reply="<answer>loving</answer>", scores={"sarcastic</answer>": -1.0, "loving</answer>": -2})
+    with pytest.raises(ValueError, match="zip"):
+        call(engine, mode, [PAIR, PAIR])  # one conversation, two option lists
 
 
 @pytest.mark.smollm2
@@ -215,3 +253,99 @@ def test_rotations_put_every_option_in_every_position() -> None:
         assert len(orders) == k
         for position in range(k):
             assert sorted(order[position] for order in orders) == list(range(k))
+
+
+def test_rotations_start_from_the_given_order_and_shift_it_by_one() -> None:
+    for k in (2, 3, 4):
+        orders = rotations(k)
+        assert orders[0] == tuple(range(k))  # the given order is one of them, and the first
+        assert all(orders[s] == orders[s - 1][1:] + orders[s - 1][:1] for s in range(1, k))
+
+
+def test_a_generating_judge_that_names_one_trait_in_every_order_decides_it() -> None:
+    engine = ScriptedJudge(reply="loving</answer>")
+    [decision] = decide(engine, [trait_ballot()], "tag", temperature=0.0, max_new_tokens=8, seed=1)  # debiased
+    assert decision == Decision(verdict="loving", per_order=("loving", "loving"), first_shown=(False, True))
+    [once] = run_decide(engine, "tag", debias=False, n=1)
+    assert once == Decision(verdict="loving", per_order=("loving",), first_shown=(False,))
+
+
+def test_a_generated_answer_naming_no_option_decides_nothing() -> None:
+    [decision] = run_decide(ScriptedJudge(reply="<answer>neither</answer>"), "reason", n=1)
+    assert decision == Decision(verdict=None, per_order=(None, None), first_shown=(None, None))
+    assert not decision.parsed and position_bias([decision]).counted == 0
+
+
+def _choose_between(scores: dict[str, float]) -> str | None:
+    """The forced-choice verdict between two options of the same byte length scored (per byte, in
+    every order) as given: 16 bytes each, so the scores stay exact through `per_byte`."""
+    pair = tuple(scores)
+
+    def render(order):  # type: ignore[no-untyped-def]
+        return [{"role": "user", "content": f"{pair[order[0]]} or {pair[order[1]]}?"}], [pair[i] for i in order]
+
+    engine = ScriptedJudge(scores={f"{o}</answer>": s * 16 for o, s in scores.items()})
+    [decision] = decide(engine, [Ballot(pair, render)], "choose", temperature=0.0, max_new_tokens=8, seed=1)
+    return decision.verdict
+
+
+@pytest.mark.parametrize(
+    ("curious", "patient", "verdict"),
+    [
+        (0.0, -0.5e-9, None),  # totals 0 and -1e-9: exactly the tolerance apart, a tie
+        (0.0, -0.75e-9, "curious"),  # 1.5e-9 apart: decided
+        (-0.75, -0.75 - 0.6e-9, None),  # totals -1.5 apart by 1.2e-9: within 1e-9 of 1.5
+        (-2.0, -2.0 - 1e-9, None),  # totals -4 apart by 2e-9: within 1e-9 of 4
+        (-2.0, -2.0 - 3e-9, "curious"),  # apart by 6e-9: decided
+    ],
+)
+def test_forced_choice_totals_within_a_billionth_are_a_tie(curious: float, patient: float, verdict: str | None) -> None:
+    assert len("curious</answer>") == len("patient</answer>") == 16
+    assert _choose_between({"curious": curious, "patient": patient}) == verdict
+
+
+def test_a_judge_that_never_sees_the_order_is_recorded_once_per_rotation() -> None:
+    ballot = Ballot(("a", "b", "c"), lambda order: ([], []))
+    assert order_free_decision(ballot, [0.1, 0.5, 0.2]) == Decision(
+        verdict="b", per_order=("b", "b", "b"), first_shown=(False, True, False)
+    )
+    for tied in ([0.5, 0.5, 0.1], [0.1, 0.5, 0.5], [0.3, 0.3, 0.3]):  # an exact tie at the top decides nothing
+        assert order_free_decision(ballot, tied) == Decision(None, (None, None, None), (None, None, None))
+
+
+def _decision(per_order: tuple[str | None, ...], first_shown: tuple[bool | None, ...]) -> Decision:
+    agreed = None not in per_order and len(set(per_order)) == 1
+    return Decision(verdict=per_order[0] if agreed else None, per_order=per_order, first_shown=first_shown)
+
+
+def test_position_bias_of_no_ballots_and_of_single_orders_has_nothing_to_test() -> None:
+    for decisions, orders in (([], 2), ([_decision(("a",), (True,))] * 25, 1)):
+        report = position_bias(decisions)
+        assert report.orders_per_ballot == orders and report.parsed_in_every_order == 0
+        assert report.position_bias_rate is None and report.first_position.n == 0
+
+
+def test_position_bias_counts_only_ballots_parsed_in_every_order() -> None:
+    decisions = [_decision(("a", "a"), (True, False))] * 3 + [_decision(("b", "a"), (False, False))] + [
+        _decision((None, "a"), (None, True))
+    ] * 2
+    report = position_bias(decisions)
+    assert report.parsed_in_every_order == 4 and report.flipped_with_order == 1
+    assert report.position_bias_rate == 0.25 and report.order_consistent == 3 and report.counted == 3
+    assert report.first_position.n == 10 and report.first_position.value == 0.5  # 3 + 0 + 2 of 10 verdicts
+
+
+def test_position_bias_tests_the_shown_first_share_against_one_in_k() -> None:
+    # three options, the first shown picked in one order of three: no bias at k = 3, though a
+    # third would be far below a half
+    decisions = [_decision(("a", "a", "a"), (True, False, False))] * 30
+    first = position_bias(decisions).first_position
+    assert position_bias(decisions).orders_per_ballot == 3 and first.value == pytest.approx(1 / 3)
+    assert not first.distinguishable and first.null == "no position bias"
+    assert (first.figure, first.unit) == ("judge picks the option shown first", "verdicts")
+
+
+def test_position_bias_needs_min_n_verdicts() -> None:
+    decisions = [_decision(("a", "a"), (True, False))] * 10  # 20 per-order verdicts
+    assert not position_bias(decisions).first_position.underpowered  # the default min_n is 20
+    assert position_bias(decisions, min_n=21).first_position.underpowered
