@@ -160,7 +160,8 @@ def worker(name: str, prompts: int, new_tokens: int, work: Path) -> dict[str, An
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     if name == ENGINE:
         return time_generation(CPU, conversations, new_tokens, batch_size=prompts) | {
-            "settings": "TransformersEngine, its defaults (fp32, the batch in one call, a shared prefix prefilled once)"}
+            "settings": "TransformersEngine, its defaults (fp32, the batch in one call, a shared prefix prefilled "
+                        "once)"}
     if name == "transformers":
         return time_bare_generate(CPU, conversations, new_tokens) | {
             "settings": "AutoModelForCausalLM.generate, fp32, one left-padded batch, do_sample=False"}
