@@ -34,12 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_target import CPU, speed_of
+from bench_target import CPU, Generate, speed_of
 from generation_bench import answers, chat_conversations, time_bare_generate, time_generation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +64,6 @@ PEERS = {
     "llama.cpp-F16": Peer("llama.cpp", "F16", LLAMA_CPP),
     "llama.cpp-Q4_0": Peer("llama.cpp", "Q4_0", LLAMA_CPP),
 }
-
-Generate = Callable[[list[list[int]], int], list[list[int]]]
 
 
 def normalised(name: str) -> str:

@@ -6,13 +6,11 @@ whole batch in one `generate_batch` call, greedy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import ctranslate2
+from bench_target import Generate
 from ctranslate2.converters import TransformersConverter
-
-Generate = Callable[[list[list[int]], int], list[list[int]]]
 
 
 def settings(compute_type: str) -> str:

@@ -18,13 +18,12 @@ import ctypes
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from bench_target import Generate
 
-Generate = Callable[[list[list[int]], int], list[list[int]]]
 FTYPES = {"F16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
 N_BATCH = 512  # tokens per llama_decode: llama.cpp's default
 
