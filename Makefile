@@ -38,7 +38,7 @@ endif
 endif
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo proof test security fuzz test-fast lint lock mutation bench bench-quick proto images images-smoke clean help
+.PHONY: setup demo proof test security fuzz test-fast lint lock mutation bench bench-quick bench-peers proto images images-smoke clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -109,6 +109,13 @@ bench: setup  ## speed and memory figures for this machine, against its measured
 bench-quick: setup  ## generation speed as a fraction of this machine's limit (< 3 minutes)
 	$(BIN)/oct models prepare smollm2 >/dev/null
 	$(BIN)/python bench/run_bench.py --quick --out out/bench-quick.json
+
+# The peers (requirements/peers.txt) are not part of setup: the platform never imports them, and
+# llama-cpp-python builds from source. `--install` adds the missing ones to .venv, each engine's
+# packages apart, so that one that cannot be installed is reported and the others still run.
+bench-peers: setup  ## the generation workload through transformers, CTranslate2 and llama.cpp, each as a ratio to the engine (installs requirements/peers.txt into .venv if missing: llama-cpp-python builds from source, ~8 min on 2 cores, once)
+	$(BIN)/oct models prepare smollm2 >/dev/null
+	$(BIN)/python bench/peers_bench.py --install
 
 proto: setup  ## regenerate the Python gRPC stubs from proto/
 	bash scripts/gen-proto.sh

@@ -3,8 +3,13 @@ prompts, GPU synchronisation, freeing GPU memory, and a speed from tokens and se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+# A peer engine's generation (`peers_bench.py`): prompt token rows and the new tokens allowed
+# -> each row's generated tokens, greedy.
+Generate = Callable[[list[list[int]], int], list[list[int]]]
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ FRACTION_TARGET = 0.55
 
 def bench_generation(prompts: int, new_tokens: int, limits: dict[str, Any], quick: bool = False,
                      target: Target = CPU) -> dict[str, Any]:
-    conversations = [[{"role": "user", "content": p.prompt}] for p in chat_prompts(prompts)]
+    conversations = chat_conversations(prompts)
     out: dict[str, Any] = {"prompts": prompts, "max_new_tokens": new_tokens, "device": target.device,
                            "speed": target.speed_key}
-    out["batched"] = _time_generation(target, conversations, new_tokens, batch_size=prompts)
-    out["bare_generate"] = _time_bare_generate(target, conversations, new_tokens)
+    out["batched"] = time_generation(target, conversations, new_tokens, batch_size=prompts)
+    out["bare_generate"] = time_bare_generate(target, conversations, new_tokens)
     tokens = out["batched"].pop("texts")
     bare = out["bare_generate"].pop("texts")
     if target.random_weights:
@@ -43,11 +43,11 @@ def bench_generation(prompts: int, new_tokens: int, limits: dict[str, Any], quic
         out["fraction_of_cuda_graph_bound"] = round(speed / graph_bound, 3)
     if quick:
         return out
-    out["one_at_a_time"] = _time_generation(target, conversations, new_tokens, batch_size=1)
+    out["one_at_a_time"] = time_generation(target, conversations, new_tokens, batch_size=1)
     out["one_at_a_time"].pop("texts")
     # bf16 weights on a CPU that has bf16 matrix products: how much faster, how many answers change
     if not target.cuda and "bf16" in limits["gemm_gflops"]:
-        out["bf16"] = _time_generation(target, conversations, new_tokens, batch_size=prompts, dtype="bf16")
+        out["bf16"] = time_generation(target, conversations, new_tokens, batch_size=prompts, dtype="bf16")
         texts = out["bf16"].pop("texts")
         if target.random_weights:
             out["bf16"]["same_as_fp32"] = "not compared (random weights)"
@@ -59,6 +59,11 @@ def bench_generation(prompts: int, new_tokens: int, limits: dict[str, Any], quic
     out["target"] = f">= {GEN_TARGET}x"
     out["target_met"] = ratio >= GEN_TARGET
     return out
+
+
+def chat_conversations(prompts: int) -> list[list[dict[str, str]]]:
+    """The generation workload's conversations: each bundled chat prompt as one user turn."""
+    return [[{"role": "user", "content": p.prompt}] for p in chat_prompts(prompts)]
 
 
 def generation_work(target: Target, conversations: list[Any], batched: dict[str, Any],
@@ -98,9 +103,9 @@ def bench_shared_prefix(prompts: int, new_tokens: int, target: Target = CPU) -> 
     conversations = [[{"role": "system", "content": system}, {"role": "user", "content": p.prompt}]
                      for p in chat_prompts(prompts)]
     out: dict[str, Any] = {"prompts": prompts, "max_new_tokens": new_tokens}
-    out["full_prompts"] = _time_generation(target, conversations, new_tokens, batch_size=prompts,
+    out["full_prompts"] = time_generation(target, conversations, new_tokens, batch_size=prompts,
                                            shared_prefix_min=None)
-    out["shared_prefix"] = _time_generation(target, conversations, new_tokens, batch_size=prompts)
+    out["shared_prefix"] = time_generation(target, conversations, new_tokens, batch_size=prompts)
     full, shared = out["full_prompts"].pop("texts"), out["shared_prefix"].pop("texts")
     if target.random_weights:
         out["same_answers"] = "not compared (random weights)"
@@ -110,7 +115,7 @@ def bench_shared_prefix(prompts: int, new_tokens: int, target: Target = CPU) -> 
     return out
 
 
-def _time_generation(target: Target, conversations: list[Any], new_tokens: int,
+def time_generation(target: Target, conversations: list[Any], new_tokens: int,
                      **engine_options: Any) -> dict[str, Any]:
     from character.models import SamplingParams, resolve_model
     from character.models.transformers_engine import TransformersEngine
@@ -128,7 +133,7 @@ def _time_generation(target: Target, conversations: list[Any], new_tokens: int,
     return speed_of(sum(g.num_tokens for g in generations), seconds, cpu) | {"texts": [g.text for g in generations]}
 
 
-def _time_bare_generate(target: Target, conversations: list[Any], new_tokens: int) -> dict[str, Any]:
+def time_bare_generate(target: Target, conversations: list[Any], new_tokens: int) -> dict[str, Any]:
     """The peer: one left-padded batch through a bare `model.generate` (greedy), the same
     rendering and stop tokens as the engine, the engine's dtype (fp32 on a CPU, bf16 on a GPU)."""
     import torch
@@ -158,11 +163,18 @@ def _time_bare_generate(target: Target, conversations: list[Any], new_tokens: in
         out = model.generate(input_ids=ids, attention_mask=mask, **options)
         sync(target)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    tokens, texts = 0, []
-    for row in out[:, width:].tolist():
-        stop = next((k for k, t in enumerate(row) if t in stops), None)
-        tokens += len(row) if stop is None else stop + 1
-        texts.append(tokenizer.decode(row[:stop], skip_special_tokens=True))
+    tokens, texts = answers(out[:, width:].tolist(), stops, tokenizer)
     del model, out
     free(target)
     return speed_of(tokens, seconds, cpu) | {"texts": texts}
+
+
+def answers(rows: list[list[int]], stops: list[int], tokenizer: Any) -> tuple[int, list[str]]:
+    """The tokens generated and each row's text, counted as the engine counts them: a row ends
+    at its first stop token, which counts as generated but is not part of the text."""
+    tokens, texts = 0, []
+    for row in rows:
+        stop = next((k for k, t in enumerate(row) if t in stops), None)
+        tokens += len(row) if stop is None else stop + 1
+        texts.append(tokenizer.decode(row[:stop], skip_special_tokens=True))
+    return tokens, texts

@@ -7,6 +7,7 @@
 Inputs (what people edit) and the locks made from them (every package pinned, with hashes):
     pyproject.toml [project].dependencies  -> requirements/lock.txt   (runtime: .venv and both images)
     requirements/dev.in                    -> requirements/dev.txt    (tests and lint, under lock.txt)
+    requirements/peers.in                  -> requirements/peers.txt  (`make bench-peers`' engines, under lock.txt)
     requirements/nodeps.in                 -> requirements/nodeps.txt (installed with --no-deps)
 requirements/constraints.txt steers the resolution (the CPU torch wheel, known conflicts).
 
@@ -30,9 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REQ = ROOT / "requirements"
 CONSTRAINTS = REQ / "constraints.txt"
-COMPILED = (  # (input, lock); dev.in constrains itself with `-c lock.txt`, so lock.txt comes first
+COMPILED = (  # (input, lock); dev.in and peers.in constrain themselves with `-c lock.txt`, so lock.txt comes first
     (ROOT / "pyproject.toml", REQ / "lock.txt"),
     (REQ / "dev.in", REQ / "dev.txt"),
+    (REQ / "peers.in", REQ / "peers.txt"),
 )
 NODEPS_IN, NODEPS_LOCK = REQ / "nodeps.in", REQ / "nodeps.txt"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
