@@ -1,7 +1,8 @@
 """The OpenAI-compatible API's requests and errors, as the persona server takes and gives them.
 
 Requests are validated whole before any work: unknown fields, wrong types and values out of
-range are a 400 naming the field (`param`), in OpenAI's error shape."""
+range are a 400 naming the field (`param`), in OpenAI's error shape; then the platform's
+limits (`check_bounds`), before the model is looked up."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from character.models.engine import SamplingParams
+from character.platform import Limits
 
 DEFAULT_PORT = 8443
 """The HTTPS port `oct serve-personas` listens on unless told otherwise (the curl line `oct`
@@ -110,3 +112,20 @@ def parse(kind: type[ChatRequest] | type[CompletionRequest], body: Any) -> ChatR
             raise ApiError(400, "max_tokens and max_completion_tokens disagree; give one", "max_completion_tokens")
         request.max_tokens = request.max_completion_tokens
     return request
+
+
+def check_bounds(req: ChatRequest | CompletionRequest, limits: Limits) -> None:
+    """ApiError 400 naming the field and the limit when the request asks for more than the
+    platform allows: messages, prompt characters, max_tokens, seed."""
+    if isinstance(req, ChatRequest) and len(req.messages) > limits.max_messages:
+        raise ApiError(400, f"{len(req.messages)} messages, more than {limits.max_messages} "
+                            "(limits.max_messages)", "messages")
+    if req.prompt_chars() > limits.max_prompt_chars:
+        field = "messages" if isinstance(req, ChatRequest) else "prompt"
+        raise ApiError(400, f"the prompt is {req.prompt_chars()} characters, more than {limits.max_prompt_chars} "
+                            "(limits.max_prompt_chars)", field)
+    if req.max_tokens is not None and req.max_tokens > limits.max_new_tokens:
+        raise ApiError(400, f"max_tokens {req.max_tokens} is more than {limits.max_new_tokens} "
+                            "(limits.max_new_tokens)", "max_tokens")
+    if req.seed is not None and req.seed > limits.max_seed:
+        raise ApiError(400, f"seed {req.seed} is more than {limits.max_seed} (limits.max_seed)", "seed")

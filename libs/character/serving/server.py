@@ -50,7 +50,7 @@ from character.security.auth import (
     ensure_local_token,
 )
 from character.security.pki import TLS_DIR_ENV, TlsMaterial, ensure_local_pki
-from character.serving.api import DEFAULT_PORT, ApiError, ChatRequest, CompletionRequest, parse
+from character.serving.api import DEFAULT_PORT, ApiError, ChatRequest, CompletionRequest, check_bounds, parse
 from character.serving.metrics import ServingMetrics
 from character.serving.pool import PersonaPool, ServingEngineKind
 from character.serving.resolve import ServedPersona, available, check_access, resolve
@@ -261,21 +261,6 @@ class PersonaServer:
         except InvalidInput as err:
             raise ApiError(400, str(err), "body") from None
 
-    def _check_sizes(self, req: ChatRequest | CompletionRequest) -> None:
-        limits = self.limits
-        if isinstance(req, ChatRequest) and len(req.messages) > limits.max_messages:
-            raise ApiError(400, f"{len(req.messages)} messages, more than {limits.max_messages} "
-                                "(limits.max_messages)", "messages")
-        if req.prompt_chars() > limits.max_prompt_chars:
-            field = "messages" if isinstance(req, ChatRequest) else "prompt"
-            raise ApiError(400, f"the prompt is {req.prompt_chars()} characters, more than {limits.max_prompt_chars} "
-                                "(limits.max_prompt_chars)", field)
-        if req.max_tokens is not None and req.max_tokens > limits.max_new_tokens:
-            raise ApiError(400, f"max_tokens {req.max_tokens} is more than {limits.max_new_tokens} "
-                                "(limits.max_new_tokens)", "max_tokens")
-        if req.seed is not None and req.seed > limits.max_seed:
-            raise ApiError(400, f"seed {req.seed} is more than {limits.max_seed} (limits.max_seed)", "seed")
-
     def _persona(self, caller: Identity, model: str) -> ServedPersona:
         try:
             persona = resolve(self.store, model)
@@ -293,7 +278,7 @@ class PersonaServer:
                         kind: type[ChatRequest] | type[CompletionRequest]) -> web.StreamResponse:
         arrived = time.monotonic()
         req = parse(kind, await self._body(request))
-        self._check_sizes(req)
+        check_bounds(req, self.limits)
         persona = await self._in_thread(self._persona, caller, req.model)
         prompt = await self._in_thread(self._encode, persona, req)
         sampling = req.sampling(min(DEFAULT_MAX_TOKENS, self.limits.max_new_tokens))
