@@ -104,9 +104,9 @@ def parse(kind: type[ChatRequest] | type[CompletionRequest], body: Any) -> ChatR
     try:
         request = kind.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param) from None
+        first = err.errors()[0]  # always located: the body is an object, and no validator spans fields
+        param = ".".join(str(p) for p in first["loc"])
+        raise ApiError(400, f"{param}: {first['msg']}", param) from None
     if isinstance(request, ChatRequest) and request.max_completion_tokens is not None:
         if request.max_tokens is not None and request.max_tokens != request.max_completion_tokens:
             raise ApiError(400, "max_tokens and max_completion_tokens disagree; give one", "max_completion_tokens")
