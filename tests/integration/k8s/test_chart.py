@@ -978,7 +978,8 @@ def test_serving_is_off_by_default_and_refuses_plaintext(helm: Path) -> None:
 def test_the_vllm_serving_engine_needs_the_gpu_image_and_a_gpu(helm: Path, settings: list[str]) -> None:
     sets = [arg for setting in ["serving.enabled=true", *settings] for arg in ("--set", setting)]
     result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *sets)
-    assert result.returncode != 0 and "serving.engine=vllm needs serving.image=gpu and serving.gpus >= 1" in result.stderr
+    assert result.returncode != 0
+    assert "serving.engine=vllm needs serving.image=gpu and serving.gpus >= 1" in result.stderr
 
 
 def test_every_ci_values_file_turns_serving_on() -> None:
