@@ -233,9 +233,7 @@ def line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
             continue
         seen.add(id(item))
         if isinstance(item, yaml.MappingNode):
-            for key, value in item.value:
-                lines[(*path, key.value)] = key.start_mark.line + 1
-                todo.append((value, (*path, key.value)))
+            todo.extend((value, (*path, key.value)) for key, value in item.value)
         elif isinstance(item, yaml.SequenceNode):
             todo.extend((value, (*path, i)) for i, value in enumerate(item.value))
     return lines
