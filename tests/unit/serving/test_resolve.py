@@ -6,12 +6,14 @@ registry's for published names)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from character.controller.executor import StageState
 from character.controller.runs import RunRecord, load_run, save_run
 from character.errors import InvalidInput, NotFound
+from character.models.registry import PLATFORM_CONFIG_ENV
 from character.security.auth import Identity, PermissionDenied
 from character.serving.registry import publish
 from character.serving.resolve import (
@@ -243,3 +245,15 @@ def test_a_run_serves_only_a_succeeded_merge_with_its_model(store: LocalStore,
     del record.spec["model"]
     assert run_persona(record) == ServedPersona(name=run.run_id, base="", merged=run.stages["merge"].artifacts["model"],
                                                 owner="alice")
+
+
+def test_a_reference_with_at_or_colon_is_a_persona_even_where_a_base_model_has_its_name(
+        store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry names may hold '@', yet "NAME@..." always names a published persona record."""
+    config = tmp_path / "platform.yaml"
+    config.write_text("models:\n  house@v2: tiny\n")
+    monkeypatch.setenv(PLATFORM_CONFIG_ENV, str(config))
+    assert "house@v2" in base_names()
+    with pytest.raises(InvalidInput) as err:
+        resolve(store, "house@v2")
+    assert err.value.where == "model" and "invalid record id 'v2'" in str(err.value)
