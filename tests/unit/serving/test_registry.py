@@ -7,25 +7,34 @@ refused; the evaluation's figures travel with the record; owners keep their name
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from character import stats
+from character.controller.executor import StageState
 from character.controller.runs import RunRecord, new_run, save_run
 from character.errors import InvalidInput, NotFound
+from character.pipeline.publish import PublishTarget
 from character.pipeline.spec import parse_spec
 from character.security.auth import Identity, PermissionDenied
 from character.serving.registry import (
+    MAX_REF,
+    RECORD_ID_LENGTH,
     check_visible,
     get_persona,
+    parse_ref,
+    persona_names,
     persona_versions,
     publish,
+    publish_as_specified,
     trained_personas,
     visible_personas,
 )
 from character.store import LocalStore
 from character.store.base import Conflict
+from character.store.digest import digest_of
 
 from tests.unit.serving.helpers import evaluated, trained_run
 
@@ -204,6 +213,11 @@ def test_a_record_published_before_figures_were_evidence_still_reads(
     found = get_persona(store, "oldfig").figures
     assert {k: e.verdict() for k, e in found.items()} == {k: e.verdict() for k, e in figures.items()}
     assert found["small"].underpowered and found["small"].min_n == 20 and not found["own"].underpowered
+    # What the old records lacked: the interval's method as not recorded, the null from a
+    # distinguishable verdict's words ("no effect" when it names none), no minimum n when not short.
+    assert {k: (e.interval, e.null) for k, e in found.items()} == {"own": ("not recorded", "no change"),
+                                                                  "small": ("not recorded", "no effect")}
+    assert found["own"].min_n == 0
 
 
 def test_a_name_belongs_to_its_first_owner(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
@@ -229,3 +243,149 @@ def test_callers_see_their_own_and_shared_personas(store: LocalStore,
     assert [p.name for p in visible_personas(store, Identity(""))] == ["dry"]
     assert local.owner == ""
 
+
+
+# ------------------------------------------------------------------ refusals read whole
+def test_references_are_refused_with_the_whole_message_and_where() -> None:
+    """Each malformed reference is refused where it is wrong: the reference as a whole (empty or
+    over MAX_REF), its record id, its name or its tag."""
+    shape = (f"persona: give a persona as NAME, NAME:TAG or NAME@RECORD (at most {MAX_REF} characters)")
+    for ref in ("", "x" * (MAX_REF + 1)):
+        with pytest.raises(InvalidInput) as err:
+            parse_ref(ref)
+        assert (str(err.value), err.value.where) == (shape, "persona")
+    with pytest.raises(InvalidInput) as err:
+        parse_ref("x" * MAX_REF)  # at the bound the length passes and the name is what is wrong
+    assert err.value.where == "persona name"
+    long_id = "0123456789" * 5
+    for ref, shown in ((f"snark@{long_id}", long_id[:40]), ("snark@" + "X" * 20, "X" * 20),
+                       ("snark@a@" + "0" * 18, "a@" + "0" * 18)):
+        with pytest.raises(InvalidInput) as err:
+            parse_ref(ref)
+        assert str(err.value) == (f"persona: invalid record id {shown!r}: {RECORD_ID_LENGTH} hex digits "
+                                  "(`oct personas trained` shows them)")
+        assert err.value.where == "persona"
+    for ref, where in (("Snark", "persona name"), ("Snark@" + "0" * 20, "persona name"),
+                       ("snark:V1", "tag")):
+        with pytest.raises(InvalidInput) as err:
+            parse_ref(ref)
+        assert err.value.where == where
+        assert str(err.value).startswith(f"{where}: invalid {where} ")
+
+
+def test_references_parse_into_name_tag_and_record() -> None:
+    assert parse_ref("snark") == ("snark", "latest", None)
+    assert parse_ref("snark:v1") == ("snark", "v1", None)
+    assert parse_ref("snark@" + "0a" * 10) == ("snark", "latest", "0a" * 10)
+
+
+def test_a_missing_record_is_named_with_where_it_was_named(store: LocalStore,
+                                                           runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    missing = "0" * RECORD_ID_LENGTH
+    with pytest.raises(NotFound) as err:
+        get_persona(store, f"snark@{missing}")
+    assert str(err.value) == (f"no record snark@{missing} in store {store.uri} (named by snark@{missing}); "
+                              "`oct personas trained` lists the published personas")
+    # A tag whose record id is absent: read, and refused by publish, naming the tag record.
+    store.put_record("personas/snark/tags/latest", {"moved_at": "2026-01-01T00:00:00+00:00"})
+    gap = (f"no record snark@ in store {store.uri} (named by personas/snark/tags/latest); "
+           "`oct personas trained` lists the published personas")
+    with pytest.raises(NotFound) as err:
+        get_persona(store, "snark")
+    assert str(err.value) == gap
+    with pytest.raises(NotFound) as err:
+        publish(store, runs[1].run_id, "snark")
+    assert str(err.value) == gap
+
+
+def test_a_malformed_record_is_refused_listing_every_problem_and_the_record(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    persona = publish(store, runs[1].run_id, "snark", owner="alice").model_dump(mode="json")
+    key = f"personas/snark/records/{persona['record_id']}"
+    del persona["owner"]
+    persona["adapters"] = {"dpo": 5}
+    store.put_record(key, persona)
+    with pytest.raises(InvalidInput) as err:
+        get_persona(store, "snark")
+    assert err.value.where == f"{store.uri} record {key}"
+    assert str(err.value) == (f"{store.uri} record {key}: owner: Field required; adapters.dpo: Input should be "
+                              "a valid dictionary or instance of ArtifactRef")
+
+
+def test_unknown_names_and_tags_are_refused_listing_what_exists(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    with pytest.raises(NotFound) as err:
+        get_persona(store, "snark")
+    assert str(err.value) == (f"no trained persona 'snark' in store {store.uri}; published personas: "
+                              "none yet: `oct personas publish RUN --name NAME`")
+    published = publish(store, runs[1].run_id, "snark", tag="v1", owner="alice")
+    publish(store, runs[1].run_id, "snark", tag="v2", owner="alice")
+    # A name with a record but no tag (a publish that lost its tag race) is not a published persona.
+    store.put_record(f"personas/ghost/records/{published.record_id}", published.model_dump(mode="json"))
+    assert persona_names(store) == ["snark"]
+    with pytest.raises(NotFound) as err:
+        get_persona(store, "ghost")
+    assert str(err.value) == f"no trained persona 'ghost' in store {store.uri}; published personas: snark"
+    with pytest.raises(NotFound) as err:
+        get_persona(store, "snark")
+    assert str(err.value) == "persona 'snark' has no tag 'latest'; its tags: v1, v2"
+
+
+def test_another_owners_name_is_refused_whole(store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    publish(store, runs[1].run_id, "snark", owner="alice")
+    with pytest.raises(PermissionDenied) as err:
+        publish(store, runs[2].run_id, "snark", owner="bob")
+    assert str(err.value) == "persona 'snark' belongs to another user; choose another name or ask an admin"
+    with pytest.raises(InvalidInput) as bad:
+        persona_versions(store, "Snark")
+    assert bad.value.where == "name"
+
+
+def test_an_admin_republishing_the_tags_run_changes_nothing(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    first = publish(store, runs[1].run_id, "snark", owner="alice")
+    assert publish(store, runs[1].run_id, "snark", owner="root", admin=True) == first
+    assert len(persona_versions(store, "snark")) == 1
+
+
+def test_the_tag_record_names_the_record_and_when_it_moved(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    published = publish(store, runs[1].run_id, "snark", owner="alice")
+    assert published.published_at.utcoffset() == timedelta(0)
+    assert store.get_record("personas/snark/tags/latest") == {
+        "record_id": published.record_id, "moved_at": published.published_at.isoformat()}
+    spec = runs[1].run_spec()
+    assert published.constitution_digest == digest_of(spec.persona.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize(("state", "artifacts", "shown"), [
+    (StageState.SUCCEEDED, False, "succeeded"), (StageState.FAILED, True, "failed"), (None, False, "missing"),
+])
+def test_a_run_without_a_merged_model_is_refused_whole(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord], state: StageState | None, artifacts: bool,
+        shown: str) -> None:
+    """Publishing needs a merge stage that succeeded and stored its model: any one missing is refused."""
+    record = runs[1].model_copy(deep=True, update={"run_id": f"{runs[1].run_id}-{shown}"})
+    if state is None:
+        del record.stages["merge"]
+    else:
+        record.stages["merge"].state = state
+        if not artifacts:
+            record.stages["merge"].artifacts = {}
+    store.put_record(record.record_key, record.model_dump(mode="json"))
+    with pytest.raises(InvalidInput) as err:
+        publish(store, record.run_id, "snark", owner="alice")
+    assert str(err.value) == (f"run: run {record.run_id} has not finished (its merge stage is {shown}): only a run "
+                              f"with a merged model can be published; `oct status {record.run_id}` shows where "
+                              "it is")
+
+
+def test_publish_as_specified_publishes_as_the_target_says_as_the_runs_owner(
+        store: LocalStore, runs: tuple[Path, RunRecord, RunRecord]) -> None:
+    run = runs[1]
+    assert publish_as_specified(store, run) is None  # its spec names no persona
+    published = publish_as_specified(store, run, PublishTarget(name="snark", tag="v1", shared=True))
+    assert published is not None
+    assert (published.name, published.tag, published.run_id, published.owner, published.shared) == \
+        ("snark", "v1", run.run_id, "alice", True)
+    assert get_persona(store, "snark:v1") == published

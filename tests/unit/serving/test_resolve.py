@@ -6,13 +6,27 @@ registry's for published names)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, cast
+
 import pytest
 from character.controller.executor import StageState
 from character.controller.runs import RunRecord, load_run, save_run
 from character.errors import InvalidInput, NotFound
+from character.models.registry import PLATFORM_CONFIG_ENV
 from character.security.auth import Identity, PermissionDenied
 from character.serving.registry import publish
-from character.serving.resolve import available, check_access, resolve, run_persona
+from character.serving.resolve import (
+    MAX_NAME,
+    ServedPersona,
+    available,
+    base_names,
+    check_access,
+    check_model_name,
+    published_persona,
+    resolve,
+    run_persona,
+)
 from character.store import LocalStore
 
 ALICE, BOB, ROOT = Identity("alice", frozenset()), Identity("bob", frozenset()), Identity("root", frozenset({"admin"}))
@@ -159,3 +173,87 @@ def test_the_printed_chat_command_names_the_persona_not_the_base_its_name_shadow
         printed = out.getvalue()
         assert f"  {command}\n" in printed
         assert resolve(store, command.removeprefix("oct chat ")).published is not None
+
+
+# ------------------------------------------------------------------ refusals read whole
+def test_model_names_are_bounded_and_refused_whole(store: LocalStore) -> None:
+    refusal = ("model: model must be a name of at most 200 letters, digits and ._:@- "
+               "(a base model, a run id, NAME[:TAG] or NAME@RECORD)")
+    for bad in ("x" * (MAX_NAME + 1), "a b", "", cast(Any, None), cast(Any, 5)):
+        with pytest.raises(InvalidInput) as err:
+            check_model_name(bad)
+        assert (str(err.value), err.value.where) == (refusal, "model")
+    check_model_name("x" * MAX_NAME)
+    with pytest.raises(NotFound):  # at the bound the name is taken, and simply unknown
+        resolve(store, "x" * MAX_NAME)
+
+
+def test_an_unknown_model_is_refused_whole_naming_the_bases(store: LocalStore,
+                                                            personas: tuple[RunRecord, RunRecord]) -> None:
+    publish(store, personas[1].run_id, "whole", owner="bob")
+    for ref in ("no-such-model", "Upper-Case", "whole:v9"):
+        with pytest.raises(NotFound) as err:
+            resolve(store, ref)
+        assert str(err.value) == (
+            f"The model `{ref}` does not exist: neither a base model ({', '.join(base_names())}), a run with a "
+            "trained persona, nor a published persona NAME[:TAG]; GET /v1/models or `oct personas trained` "
+            "lists what there is")
+    with pytest.raises(InvalidInput) as invalid:
+        resolve(store, "whole:Bad-Tag")
+    assert str(invalid.value) == ("model: invalid tag 'Bad-Tag': at most 64 lower-case letters, digits, '.', '_' "
+                                  "or '-', starting with a letter or digit")
+
+
+def test_a_base_model_is_served_as_itself(store: LocalStore) -> None:
+    assert resolve(store, "tiny") == ServedPersona(name="tiny", base="tiny", shared=True)
+
+
+def test_another_owners_run_is_refused_naming_the_run(store: LocalStore,
+                                                      personas: tuple[RunRecord, RunRecord]) -> None:
+    bobs = personas[1].run_id
+    with pytest.raises(PermissionDenied) as err:
+        check_access(ALICE, resolve(store, bobs))
+    assert str(err.value) == f"run {bobs} belongs to another user; ask its owner or an admin"
+
+
+def test_a_published_record_serves_its_adapters_else_its_merged_model_else_nothing(
+        store: LocalStore, personas: tuple[RunRecord, RunRecord]) -> None:
+    record = publish(store, personas[1].run_id, "weights", owner="bob", shared=True)
+    assert record.model is not None
+    stacked = published_persona(record.model_copy(update={"model": None}), "weights")
+    assert stacked == ServedPersona(name="weights", base="tiny", adapters=(record.adapters["dpo"],
+                                    record.adapters["sft"]), owner="bob", shared=True)
+    merged = published_persona(record.model_copy(update={"adapters": {"dpo": record.adapters["dpo"]}}), "w:x")
+    assert merged == ServedPersona(name="w:x", base="tiny", merged=record.model, owner="bob", shared=True)
+    assert merged.published is not None and merged.published.record_id == record.record_id
+    with pytest.raises(NotFound) as err:
+        published_persona(record.model_copy(update={"model": None, "adapters": {}}), "weights")
+    assert str(err.value) == (f"The model `weights` does not exist: persona record weights@{record.record_id} "
+                              "names neither a merged model nor both adapters")
+
+
+def test_a_run_serves_only_a_succeeded_merge_with_its_model(store: LocalStore,
+                                                            personas: tuple[RunRecord, RunRecord]) -> None:
+    run = personas[0]
+    for state, artifacts in ((StageState.SUCCEEDED, {}), (StageState.FAILED, run.stages["merge"].artifacts)):
+        record = run.model_copy(deep=True)
+        record.stages["merge"].state, record.stages["merge"].artifacts = state, artifacts
+        assert run_persona(record) is None
+    # A run whose spec lost its sft stage and model name: the merged model, on no named base.
+    record = run.model_copy(deep=True)
+    del record.stages["sft"]
+    del record.spec["model"]
+    assert run_persona(record) == ServedPersona(name=run.run_id, base="", merged=run.stages["merge"].artifacts["model"],
+                                                owner="alice")
+
+
+def test_a_reference_with_at_or_colon_is_a_persona_even_where_a_base_model_has_its_name(
+        store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry names may hold '@', yet "NAME@..." always names a published persona record."""
+    config = tmp_path / "platform.yaml"
+    config.write_text("models:\n  house@v2: tiny\n")
+    monkeypatch.setenv(PLATFORM_CONFIG_ENV, str(config))
+    assert "house@v2" in base_names()
+    with pytest.raises(InvalidInput) as err:
+        resolve(store, "house@v2")
+    assert err.value.where == "model" and "invalid record id 'v2'" in str(err.value)
