@@ -72,7 +72,8 @@ def _client(base_url: str, ca: Path, token: str) -> Any:
 
 def _ask(api: Any, model: str, messages: list[dict[str, str]], new_tokens: int) -> Answer:
     sent = time.perf_counter()
-    first, pieces, tokens = 0.0, [], 0
+    first, tokens = 0.0, 0
+    pieces: list[str] = []
     stream = api.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=new_tokens,
                                          stream=True, stream_options={"include_usage": True})
     for chunk in stream:
@@ -149,7 +150,6 @@ def bench_serving(requests: int, new_tokens: int, levels: list[int]) -> dict[str
                 _ask(api, run, [{"role": "user", "content": "Hello."}], 4)
             figures: dict[str, Any] = {"model": MODEL, "personas": len(runs), "max_new_tokens": new_tokens,
                                        "levels": []}
-            pool_texts: list[str] = []
             for clients in levels:
                 prompts = chat_prompts(max(requests, clients))
                 asked = [(runs[i % len(runs)], [{"role": "user", "content": p.prompt}]) for i, p in enumerate(prompts)]
