@@ -57,7 +57,7 @@ def calibrate(
     config = run_spec.stage_config("eval") if run_spec else Config.for_scale(scale or "demo", None, where="--scale")
     endpoints = run_spec.endpoints if run_spec else {}
     the_store = open_store(store or (run_spec.store if run_spec else default_store_uri()))
-    engines = LocalEngines(the_store, run_spec.engine if run_spec else "transformers", endpoints)
+    engines = LocalEngines.for_spec(the_store, run_spec) if run_spec else LocalEngines(the_store)
     seed = run_spec.seed if run_spec else RunSpec.model_fields["seed"].default
     chosen = calibration_subset(load_calibration_set(set_file), items, seed)
     scorer = run_spec.model_judge if run_spec else RunSpec.model_fields["model"].default

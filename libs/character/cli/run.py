@@ -89,6 +89,8 @@ def run(
     scale: str | None = typer.Option(None, help="demo (CPU minutes), proof (~80 min on 2 cores) or full (reference)."),
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     seed: int | None = typer.Option(None, help="Seed (default 123456)."),
+    dtype: str | None = typer.Option(None, help="Precision of generation and scoring: auto (default: bf16 on a "
+                                     "GPU or a CPU with AVX512-BF16/AMX, else float32), float32 or bfloat16."),
     spec: Path | None = typer.Option(None, help="A run spec YAML; flags override its values."),
     until: str | None = typer.Option(None, help="Stop after this stage."),
     publish: str | None = typer.Option(None, help="Publish the finished run as NAME[:TAG] (the spec's "
@@ -109,7 +111,7 @@ def run(
     if until is not None:
         stage_module(until)  # an unknown stage: NotFound listing them
     flags = {"constitution": constitution, "model": model, "teacher": teacher, "judge": judge,
-             "scale": scale, "store": store, "seed": seed, "publish": _publish_flag(publish)}
+             "scale": scale, "store": store, "seed": seed, "dtype": dtype, "publish": _publish_flag(publish)}
     run_spec = load_spec(spec, **flags) if spec else parse_spec({k: v for k, v in flags.items() if v is not None},
                                                                  where="command line")
     stages = STAGE_NAMES if until is None else STAGE_NAMES[: STAGE_NAMES.index(until) + 1]

@@ -93,6 +93,10 @@ class Engine(ABC):
 
     name: str
     """The model reference the engine serves (for logs and records)."""
+    precision: str = ""
+    """The weights' precision where the engine runs the model itself ("float32", "bfloat16"):
+    part of what decides a judge's verdicts. Empty where the engine cannot know (an HTTP
+    endpoint: its server decides)."""
 
     @abstractmethod
     def generate(

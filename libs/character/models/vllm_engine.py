@@ -110,6 +110,7 @@ class VLLMEngine(Engine):
             seed=seed,
             **engine_args,
         )
+        self.precision = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._max_len = max_model_len or _context_length(path)
         self._adapters: dict[str, Any] = {}
         self._next_lora_id = 1  # vLLM ids start at 1; never reused, vLLM caches adapters by id

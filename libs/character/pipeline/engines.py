@@ -34,6 +34,7 @@ class LockedEngine(Engine):
 
     def __init__(self, engine: Engine):
         self.name = engine.name
+        self.precision = engine.precision
         self._engine = engine
         self._lock = threading.Lock()
 
@@ -60,22 +61,23 @@ class EnginePool:
         self._lock = threading.Lock()
 
     def engines(self, store: Store, kind: str = "transformers",
-                endpoints: Mapping[str, Endpoint] | None = None) -> LocalEngines:
-        """A run's view of the pool: its store, backend and endpoints."""
-        return LocalEngines(store, kind, endpoints, pool=self)
+                endpoints: Mapping[str, Endpoint] | None = None, dtype: str = "auto") -> LocalEngines:
+        """A run's view of the pool: its store, backend, endpoints and precision."""
+        return LocalEngines(store, kind, endpoints, pool=self, dtype=dtype)
 
     def for_spec(self, store: Store, spec: RunSpec) -> LocalEngines:
-        return self.engines(store, spec.engine, spec.endpoints)
+        return self.engines(store, spec.engine, spec.endpoints, spec.dtype)
 
-    def engine(self, store: Store, kind: str, model: str, endpoint: Endpoint | None = None) -> Engine:
-        """The engine of `model`: over HTTP when an endpoint serves it, else loaded here."""
+    def engine(self, store: Store, kind: str, model: str, endpoint: Endpoint | None = None,
+               dtype: str = "auto") -> Engine:
+        """The engine of `model`: over HTTP when an endpoint serves it, else loaded here in `dtype`."""
         if endpoint is not None:
             ident: tuple[str, ...] = ("endpoint", model, json.dumps(endpoint.model_dump(mode="json"), sort_keys=True))
         else:
-            ident = ("local", store.uri, kind, model)
+            ident = ("local", store.uri, kind, model, dtype)
         with self._lock:  # two first calls for one model must not load it twice
             if ident not in self._engines:
-                engine = endpoint.open(model) if endpoint is not None else self._load(store, kind, model)
+                engine = endpoint.open(model) if endpoint is not None else self._load(store, kind, model, dtype)
                 self._engines[ident] = LockedEngine(engine) if self.locked else engine
                 self._evict()
             self._engines.move_to_end(ident)
@@ -90,33 +92,34 @@ class EnginePool:
             del self._engines[ident]
 
     @staticmethod
-    def _load(store: Store, kind: str, model: str) -> Engine:
+    def _load(store: Store, kind: str, model: str, dtype: str) -> Engine:
         from character.models import get_engine
 
         path = model
         if model.startswith(ARTIFACT_MODEL_PREFIX):
             path = str(store.materialize("model", model.removeprefix(ARTIFACT_MODEL_PREFIX)))
-        return get_engine(kind, path)
+        return get_engine(kind, path, dtype=dtype)
 
 
 class LocalEngines:
     """An `EngineProvider` for stages running in this process: models named in `endpoints` are
-    reached over HTTP, the others run here on the `kind` backend. Engines come from `pool`
-    (default: a pool of its own, for one stage or one run)."""
+    reached over HTTP, the others run here on the `kind` backend in `dtype` (the spec's
+    precision). Engines come from `pool` (default: a pool of its own, for one stage or one run)."""
 
     def __init__(self, store: Store, kind: str = "transformers", endpoints: Mapping[str, Endpoint] | None = None,
-                 pool: EnginePool | None = None):
+                 pool: EnginePool | None = None, dtype: str = "auto"):
         self.store = store
         self.kind = kind
         self.endpoints = dict(endpoints or {})
         self.pool = pool or EnginePool()
+        self.dtype = dtype
 
     @classmethod
     def for_spec(cls, store: Store, spec: RunSpec) -> LocalEngines:
-        return cls(store, spec.engine, spec.endpoints)
+        return cls(store, spec.engine, spec.endpoints, dtype=spec.dtype)
 
     def engine(self, model: str) -> Engine:
-        return self.pool.engine(self.store, self.kind, model, self.endpoints.get(model))
+        return self.pool.engine(self.store, self.kind, model, self.endpoints.get(model), self.dtype)
 
     def adapter(self, key: str) -> AdapterRef:
         return self.store.materialize("adapter", key)

@@ -61,7 +61,7 @@ from character.store.datasets import read_dataset, write_dataset
 
 NAME = "distill"
 INPUTS: tuple[str, ...] = ("prompts",)
-USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed", "chat_prompts")
+USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed", "chat_prompts", "dtype")
 
 THINK_CLOSE = "</think>"
 DROP_REASONS = ("no_think_close", "truncated_chosen", "truncated_rejected", "empty", "too_long")

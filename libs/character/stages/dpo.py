@@ -27,7 +27,7 @@ from character.training.config import TrainingConfig
 
 NAME = "dpo"
 INPUTS: tuple[str, ...] = ("distill",)
-USES: tuple[str, ...] = ("model", "seed")
+USES: tuple[str, ...] = ("model", "seed", "dtype")
 
 
 class Config(TrainingConfig):

@@ -38,7 +38,7 @@ from character.store.datasets import write_dataset
 
 NAME = "introspect"
 INPUTS: tuple[str, ...] = ("dpo",)
-USES: tuple[str, ...] = ("constitution", "model", "seed")
+USES: tuple[str, ...] = ("constitution", "model", "seed", "dtype")
 
 Filter = Literal["empty", "degenerate"]
 Generate = Callable[[list[Conversation], SamplingParams, str], list[Generation]]

@@ -26,7 +26,7 @@ from character.store.datasets import write_dataset
 
 NAME = "prompts"
 INPUTS: tuple[str, ...] = ()
-USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed")
+USES: tuple[str, ...] = ("constitution", "model", "teacher", "seed", "dtype")
 
 
 class Config(SamplingConfig):

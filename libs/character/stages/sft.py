@@ -25,7 +25,7 @@ from character.training.config import TrainingConfig
 
 NAME = "sft"
 INPUTS: tuple[str, ...] = ("distill", "dpo", "introspect")
-USES: tuple[str, ...] = ("model", "seed")
+USES: tuple[str, ...] = ("model", "seed", "dtype")
 
 
 class Config(TrainingConfig):

@@ -63,7 +63,8 @@ class FakeVLLM:
         self.hold_first = threading.Event()
         self.hold_first.set()
         self.fail_next = False
-        self.llm_engine = types.SimpleNamespace(remove_lora=lambda lora_id: self.removed.append(lora_id) or True)
+        self.llm_engine = types.SimpleNamespace(remove_lora=lambda lora_id: self.removed.append(lora_id) or True,
+                                                model_config=types.SimpleNamespace(dtype="torch.bfloat16"))
 
     def __call__(self, **_engine_args: Any) -> FakeVLLM:  # vllm.LLM(...)
         return self

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 NAME = "eval"
 INPUTS: tuple[str, ...] = ("distill", "dpo", "sft", "merge")
-USES: tuple[str, ...] = ("constitution", "model", "teacher", "judge", "seed", "chat_prompts")
+USES: tuple[str, ...] = ("constitution", "model", "teacher", "judge", "seed", "chat_prompts", "dtype")
 
 PARTS = ("preferences", "robustness", "coherence", "capabilities")
 """The evaluation's parts, in the order they run (each a `Config` switch of the same name)."""

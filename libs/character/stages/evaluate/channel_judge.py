@@ -51,7 +51,8 @@ class ChannelJudge:
         return CHANNEL_JUDGE
 
     def identity(self) -> dict[str, Any]:
-        return {"judge": CHANNEL_JUDGE, "model": self.model, "system": self.system, "score": "log_prob"}
+        return {"judge": CHANNEL_JUDGE, "model": self.model, "precision": self.engine.precision,
+                "system": self.system, "score": "log_prob"}
 
     def conversation(self, trait: str, message: str) -> Conversation:
         """The conversation a reply to `message` is scored after, under `trait`."""

@@ -75,6 +75,7 @@ class ModelJudge:
         return {
             "judge": "model",
             "model": self.model,
+            "precision": self.engine.precision,
             "mode": self.mode,
             "debias": self.debias,
             "temperature": self.temperature,
