@@ -36,8 +36,24 @@ class Target:
         return "tok/s" if self.cuda else "tok/CPU-s"
 
     @property
-    def bound_dtype(self) -> str:
+    def engine_dtype(self) -> str:
+        """The engine's default precision here (`loading.engine_dtype`): bf16 on a GPU and on a
+        CPU with native bf16 products, else fp32. The generation bound is computed in it."""
+        from character.models.loading import cpu_has_native_bf16
+
+        return "bf16" if self.cuda or cpu_has_native_bf16() else "fp32"
+
+    @property
+    def train_dtype(self) -> str:
+        """Training's precision (`lora_trainer.pick_device`): bf16 on a GPU, fp32 on a CPU."""
         return "bf16" if self.cuda else "fp32"
+
+    @property
+    def torch_dtype(self) -> Any:
+        """`engine_dtype` as a torch dtype."""
+        import torch
+
+        return torch.bfloat16 if self.engine_dtype == "bf16" else torch.float32
 
 
 CPU = Target()

@@ -6,19 +6,9 @@ run_bench.py's docstring)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from bench_target import CPU, Target
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def _gemm_gflops(m: int, k: int, n: int, dtype: Any, seconds: float = 2.0) -> float:
@@ -128,9 +118,8 @@ def machine_limits(batch: int, train_tokens: int, target: Target = CPU) -> dict[
         graph = {name: _gemm_gflops_cuda(m, c.hidden_size, c.intermediate_size, torch.bfloat16, target.device,
                                          graph=True) for name, m in shapes.items()}
     else:
-        flags = _cpu_flags()
         dtypes = {"fp32": torch.float32}
-        if {"avx512_bf16", "amx_bf16"} & flags:
+        if target.engine_dtype == "bf16":
             dtypes["bf16"] = torch.bfloat16
         for name, dtype in dtypes.items():
             gemm[name] = {
@@ -138,20 +127,19 @@ def machine_limits(batch: int, train_tokens: int, target: Target = CPU) -> dict[
                 "training": _gemm_gflops(train_tokens, c.hidden_size, c.intermediate_size, dtype),
             }
     n = matrix_parameters(target)
-    if not target.cuda:
-        gemm["fp32"]["decode_cold"] = _gemm_gflops_cold(batch, c.hidden_size, c.intermediate_size, torch.float32,
-                                                        working_set=4 * n)
-    rate = gemm[target.bound_dtype]
+    if not target.cuda:  # the engine's products stream its weights: bf16 halves the bytes
+        dtype = target.torch_dtype
+        gemm[target.engine_dtype]["decode_cold"] = _gemm_gflops_cold(
+            batch, c.hidden_size, c.intermediate_size, dtype, working_set=dtype.itemsize * n)
+    decode, training = gemm[target.engine_dtype], gemm[target.train_dtype]
     bounds = {
-        "generation": round(rate["decode"] * 1e9 / (2 * n), 1),
-        "sft": round(rate["training"] * 1e9 / (4 * n), 1),
-        "dpo": round(rate["training"] * 1e9 / (6 * n), 1),
+        "generation": round(decode["decode"] * 1e9 / (2 * n), 1),
+        "sft": round(training["training"] * 1e9 / (4 * n), 1),
+        "dpo": round(training["training"] * 1e9 / (6 * n), 1),
     }
-    if not target.cuda and "bf16" in gemm:
-        bounds["generation_bf16"] = round(gemm["bf16"]["decode"] * 1e9 / (2 * n), 1)
     limits = {"matrix_parameters": n, "decode_shape": [batch, c.hidden_size, c.intermediate_size],
-              "training_shape": [train_tokens, c.hidden_size, c.intermediate_size],
-              "gemm_gflops": gemm, "bound_dtype": target.bound_dtype, "bounds": bounds,
+              "training_shape": [train_tokens, c.hidden_size, c.intermediate_size], "gemm_gflops": gemm,
+              "generation_dtype": target.engine_dtype, "training_dtype": target.train_dtype, "bounds": bounds,
               "threads": torch.get_num_threads()}
     if graph:  # the GPU's own rate, without Python's launches: a stricter bound, reported beside
         limits["gemm_gflops_cuda_graph"] = graph

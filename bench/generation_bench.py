@@ -1,6 +1,7 @@
-"""The generation bench: the engine's batched generation against its bound, a bare
-transformers `generate` on the same batch, one prompt at a time, bf16 weights on a CPU that
-has bf16 products, and the constitution system prompt's shared prefix prefilled once."""
+"""The generation bench: the engine's batched generation at its default precision against its
+bound, a bare transformers `generate` on the same batch in the same precision, one prompt at a
+time, fp32 weights where the default is bf16 (a CPU with bf16 products), and the constitution
+system prompt's shared prefix prefilled once."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def bench_generation(prompts: int, new_tokens: int, limits: dict[str, Any], quic
     out["fraction_of_bound"] = round(speed / bound, 3)
     out["fraction_target"] = f">= {FRACTION_TARGET}"
     out["fraction_target_met"] = out["fraction_of_bound"] >= FRACTION_TARGET
-    if "decode_cold" in limits["gemm_gflops"].get("fp32", {}) and not target.cuda:
-        out["work_bound"] = generation_work(target, conversations, out["batched"], limits["gemm_gflops"]["fp32"])
+    rates = limits["gemm_gflops"][limits["generation_dtype"]]
+    if "decode_cold" in rates and not target.cuda:
+        out["work_bound"] = generation_work(target, conversations, out["batched"], rates)
     graph_bound = limits["bounds"].get("generation_cuda_graph")
     if graph_bound:
         out["cuda_graph_bound_tokens_per_second"] = graph_bound
@@ -45,15 +47,15 @@ def bench_generation(prompts: int, new_tokens: int, limits: dict[str, Any], quic
         return out
     out["one_at_a_time"] = time_generation(target, conversations, new_tokens, batch_size=1)
     out["one_at_a_time"].pop("texts")
-    # bf16 weights on a CPU that has bf16 matrix products: how much faster, how many answers change
-    if not target.cuda and "bf16" in limits["gemm_gflops"]:
-        out["bf16"] = time_generation(target, conversations, new_tokens, batch_size=prompts, dtype="bf16")
-        texts = out["bf16"].pop("texts")
+    # fp32 where the default is bf16 (--dtype float32): how much slower, how many answers change
+    if not target.cuda and target.engine_dtype != "fp32":
+        out["fp32"] = time_generation(target, conversations, new_tokens, batch_size=prompts, dtype="float32")
+        texts = out["fp32"].pop("texts")
         if target.random_weights:
-            out["bf16"]["same_as_fp32"] = "not compared (random weights)"
+            out["fp32"]["same_as_default"] = "not compared (random weights)"
         else:
-            out["bf16"]["same_as_fp32"] = f"{sum(a == b for a, b in zip(texts, bare, strict=True))}/{len(texts)}"
-        out["bf16"]["over_fp32"] = round(out["bf16"][target.speed_key] / speed, 2)
+            out["fp32"]["same_as_default"] = f"{sum(a == b for a, b in zip(texts, tokens, strict=True))}/{len(texts)}"
+        out["fp32"]["default_over_fp32"] = round(speed / out["fp32"][target.speed_key], 2)
     ratio = speed / out["one_at_a_time"][target.speed_key]
     out["speedup"] = round(ratio, 2)
     out["target"] = f">= {GEN_TARGET}x"
@@ -135,7 +137,7 @@ def time_generation(target: Target, conversations: list[Any], new_tokens: int,
 
 def time_bare_generate(target: Target, conversations: list[Any], new_tokens: int) -> dict[str, Any]:
     """The peer: one left-padded batch through a bare `model.generate` (greedy), the same
-    rendering and stop tokens as the engine, the engine's dtype (fp32 on a CPU, bf16 on a GPU)."""
+    rendering and stop tokens as the engine, the engine's default precision (`Target.engine_dtype`)."""
     import torch
     from character.models import resolve_model
     from character.models.chat_template import encode_prompts, stop_token_ids
@@ -144,8 +146,7 @@ def time_bare_generate(target: Target, conversations: list[Any], new_tokens: int
 
     path = resolve_model(target.model)
     tokenizer = load_tokenizer(path)
-    dtype = torch.bfloat16 if target.cuda else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=target.torch_dtype)
     device: Any = torch.device(target.device)
     model.to(device)
     model.eval()

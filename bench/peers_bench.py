@@ -2,7 +2,8 @@
 (32 bundled chat prompts x 64 new tokens, greedy, SmolLM2-135M-Instruct, the same rendered
 prompt tokens and stop tokens) through this project's engine and through other engines:
 
-    transformers       a bare `model.generate` on the same left-padded batch (fp32)
+    transformers       a bare `model.generate` on the same left-padded batch, in the engine's
+                       default precision (bf16 on a CPU with bf16 products, else fp32)
     ctranslate2-int8   CTranslate2, int8 weights and products (`peers_ctranslate2.py`)
     ctranslate2-fp32   CTranslate2, float32
     llama.cpp-F16      llama.cpp through llama-cpp-python, the model converted to an F16 GGUF
@@ -58,7 +59,7 @@ class Peer:
 
 
 PEERS = {
-    "transformers": Peer("transformers", "fp32", ()),
+    "transformers": Peer("transformers", "engine's precision", ()),
     "ctranslate2-int8": Peer("ctranslate2", "int8", CTRANSLATE2),
     "ctranslate2-fp32": Peer("ctranslate2", "float32", CTRANSLATE2),
     "llama.cpp-F16": Peer("llama.cpp", "F16", LLAMA_CPP),
@@ -157,11 +158,12 @@ def worker(name: str, prompts: int, new_tokens: int, work: Path) -> dict[str, An
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     if name == ENGINE:
         return time_generation(CPU, conversations, new_tokens, batch_size=prompts) | {
-            "settings": "TransformersEngine, its defaults (fp32, the batch in one call, a shared prefix prefilled "
-                        "once)"}
+            "settings": f"TransformersEngine, its defaults ({CPU.engine_dtype}, the batch in one call, a shared "
+                        "prefix prefilled once)"}
     if name == "transformers":
         return time_bare_generate(CPU, conversations, new_tokens) | {
-            "settings": "AutoModelForCausalLM.generate, fp32, one left-padded batch, do_sample=False"}
+            "settings": f"AutoModelForCausalLM.generate, {CPU.engine_dtype} (the engine's), one left-padded batch, "
+                        "do_sample=False"}
     from character.models import resolve_model
     from character.models.chat_template import encode_prompts, stop_token_ids
     from character.models.loading import load_tokenizer

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         unit = "tokens per CPU-second" if key == "tokens_per_cpu_second" else "tokens per second"
         work = f"; of the work bound: {gen['work_bound']['fraction']}" if "work_bound" in gen else ""
         print(f"generation fraction of bound: {gen['fraction_of_bound']} "
-              f"({gen['batched'][key]} / {gen['bound_tokens_per_second']} {unit}){work}")
+              f"({gen['batched'][key]} / {gen['bound_tokens_per_second']} {unit}, "
+              f"{figures['limits']['generation_dtype']}, the default precision){work}")
     if figures.get("machine", {}).get("random_weights"):
         print(RANDOM_WEIGHTS_NOTE)
 
@@ -178,7 +179,8 @@ def run_figures(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     print(f"machine: {machine}")
     if args.quick:
         header = ("figure", "value", "target")
-        print(table([header, *limits_rows(limits), *generation_rows(figures["generation"], limits["bound_dtype"])]))
+        gen_rows = generation_rows(figures["generation"], limits["generation_dtype"])
+        print(table([header, *limits_rows(limits), *gen_rows]))
     else:
         print(bench_table(figures))
     return figures

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -63,6 +63,46 @@ def report(
     console.print(str(index), soft_wrap=True)
 
 
+def compare(
+    a: Annotated[Path, typer.Argument(help="An evaluation's results.json (a report folder holds one).")],
+    b: Annotated[Path, typer.Argument(help="Another evaluation's results.json.")],
+    markdown: Annotated[bool, typer.Option(help="Print the whole table as markdown (for docs).")] = False,
+) -> None:
+    """Compare two evaluations figure by figure: is each test's yes/no (and each judge's validity)
+    the same? Exits 1 where a verdict differs or a figure is in one only."""
+    from character.report import verdicts
+
+    rows = verdicts.compare(_results(a), _results(b))
+    if markdown:
+        console.print(verdicts.markdown(rows, str(a), str(b)), soft_wrap=True, markup=False, highlight=False)
+    else:
+        for row in rows:
+            if not row.same:
+                console.print(f"{row.path}: {verdicts.cell(row.a)} | {verdicts.cell(row.b)}", soft_wrap=True,
+                              markup=False, highlight=False)
+    console.print(verdicts.summary(rows), soft_wrap=True, markup=False, highlight=False)
+    if not all(row.same for row in rows):
+        raise typer.Exit(1)
+
+
+def _results(path: Path) -> dict[str, Any]:
+    import json
+
+    from character.errors import InvalidInput
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InvalidInput(f"cannot read it: {err.strerror}", where=str(path)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        line = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise InvalidInput(f"not a JSON document: {err}", where=f"{path}{line}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("not an evaluation's results (a JSON object)", where=str(path))
+    return doc
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
     app.command("report")(report)
+    app.command("compare")(compare)

@@ -26,6 +26,8 @@ def serve_personas(
     engine: str = typer.Option("transformers", help="transformers (CPU or CUDA; requests take turns per base "
                                                     "model) or vllm (GPU image; requests for any personas "
                                                     "share batches)."),
+    dtype: str = typer.Option("auto", help="Precision: auto (bf16 on a GPU or a CPU with AVX512-BF16/AMX, else "
+                                           "float32), float32 or bfloat16."),
 ) -> None:
     """Serve the published personas (NAME[:TAG]), the trained runs (by run id) and the base
     models over an OpenAI-compatible HTTPS API until Ctrl-C or SIGTERM; prints the base URL
@@ -38,9 +40,11 @@ def serve_personas(
         raise typer.BadParameter(f"{engine!r}: choose transformers or vllm", param_hint="--engine")
     if engine == "vllm" and device not in (None, "cuda"):
         raise typer.BadParameter(f"vllm runs on the GPU vLLM chooses; drop --device {device}", param_hint="--device")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise typer.BadParameter(f"{dtype!r}: choose auto, float32 or bfloat16", param_hint="--dtype")
     the_store = open_store(store or default_store_uri())
     server = build_server(the_store, ServerOptions(host=host, port=port, health_port=health_port), tls_dir,
-                          tokens_file, device=device, engine=cast(ServingEngineKind, engine)).start()
+                          tokens_file, device=device, engine=cast(ServingEngineKind, engine), dtype=dtype).start()
     typer.echo(f"serving {the_store.uri} at {server.base_url} (health and metrics: "
                f"http://{host}:{server.health_port}/healthz, /metrics); CA {server.tls.folder / 'ca.crt'}", )
     stop = threading.Event()

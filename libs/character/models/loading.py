@@ -69,11 +69,12 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     return getattr(torch, name)
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU multiplies bf16 matrices natively (the avx512_bf16 or amx_bf16 flag in
-    /proc/cpuinfo); elsewhere torch emulates bf16, slower than float32."""
+    `cpuinfo`; False where there is none to read); elsewhere torch emulates bf16, slower than
+    float32."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
             flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
     except OSError:
         return False

@@ -70,7 +70,7 @@ class PersonaPool:
 
     def __init__(self, store: Store, max_loaded: int, device: Any = None, *,
                  on_load: OnLoad | None = None, on_evict: OnLoad | None = None,
-                 cache_dir: Path | None = None, engine: ServingEngineKind = "transformers"):
+                 cache_dir: Path | None = None, engine: ServingEngineKind = "transformers", dtype: str = "auto"):
         if max_loaded < 1:
             raise CharacterError(f"max_loaded must be at least 1, got {max_loaded}")
         if engine not in ("transformers", "vllm"):
@@ -79,6 +79,7 @@ class PersonaPool:
         self.max_loaded = max_loaded
         self.device = device
         self.engine_kind = engine
+        self.dtype = dtype  # the engines' precision: "auto" is `loading.engine_dtype`'s choice
         self.cache_dir = cache_dir or oct_home() / "cache" / "personas"
         self._on_load = on_load or (lambda _name: None)
         self._on_evict = on_evict or (lambda _name: None)
@@ -149,8 +150,8 @@ class PersonaPool:
         if self.engine_kind == "vllm":
             from character.models.vllm_engine import VLLMEngine
 
-            return VLLMEngine(model, max_loras=self.max_loaded)
-        return TransformersEngine(model, device=self.device)
+            return VLLMEngine(model, max_loras=self.max_loaded, dtype=self.dtype)
+        return TransformersEngine(model, device=self.device, dtype=self.dtype)
 
     def _load(self, persona: ServedPersona) -> Loaded:
         if persona.merged is not None:

@@ -392,15 +392,17 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def build_server(store: Store, options: ServerOptions, tls_dir: str | Path | None = None,
                  tokens_file: str | Path | None = None, platform: PlatformConfig | None = None,
-                 device: Any = None, engine: ServingEngineKind = "transformers") -> PersonaServer:
+                 device: Any = None, engine: ServingEngineKind = "transformers",
+                 dtype: str = "auto") -> PersonaServer:
     """A server as `oct serve-personas` runs it: TLS from `tls_dir`, else $OCT_TLS_DIR, else the
     local CA `oct up` makes under $OCT_HOME; tokens from `tokens_file`, else $OCT_AUTH_TOKENS,
     else `oct up`'s local token file (the `oct` client's token, $OCT_HOME/auth/token, is its
-    admin); limits and registered models from the platform config; `engine` as for PersonaPool."""
+    admin); limits and registered models from the platform config; `engine` and `dtype` as for
+    PersonaPool."""
     platform = platform or load_platform_config()
     tls = TlsMaterial.load(tls_dir or os.environ.get(TLS_DIR_ENV) or ensure_local_pki())
     tokens = tokens_file or os.environ.get(TOKENS_ENV) or ensure_local_token()
     metrics = ServingMetrics()
     pool = PersonaPool(store, platform.limits.max_personas_loaded, device, on_load=metrics.loaded,
-                       on_evict=metrics.evicted, engine=engine)
+                       on_evict=metrics.evicted, engine=engine, dtype=dtype)
     return PersonaServer(store, pool, Authenticator.from_file(tokens), tls, platform.limits, metrics, options)

@@ -51,7 +51,7 @@ def test_the_key_of_a_stage_is_the_digest_of_its_recorded_config_input(tmp_path:
         {
             "stage": "dpo",
             "config": stage.config.values,
-            "uses": {"model": spec.model, "seed": spec.seed},
+            "uses": {"model": spec.model, "seed": spec.seed, "dtype": spec.dtype},
             "inputs": {"distill": distill_key},
         }
     )

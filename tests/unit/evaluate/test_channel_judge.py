@@ -133,3 +133,14 @@ def test_the_identity_covers_the_model_and_the_system_prompt(tmp_path: Path) -> 
     assert first.scored == other.scored == 48
     calibrated(store, default, items, min_n=20)  # the same judge: cached
     assert first.scored == 48
+
+
+def test_a_scorer_in_another_precision_is_another_judge(tmp_path: Path) -> None:
+    """bf16 scores are not float32 scores: a calibration cached for one precision is not the other's."""
+    store = open_store(str(tmp_path / "store"))
+    exact, fast = AnswerKeyScorer(), AnswerKeyScorer()
+    exact.precision, fast.precision = "float32", "bfloat16"
+    assert ChannelJudge(exact, "m").identity() != ChannelJudge(fast, "m").identity()
+    calibrated(store, ChannelJudge(exact, "m"), ITEMS[:24], min_n=20)
+    calibrated(store, ChannelJudge(fast, "m"), ITEMS[:24], min_n=20)
+    assert exact.scored == fast.scored == 48

@@ -42,7 +42,7 @@ def engine(openai_server: OpenAIServer) -> Iterator[OpenAIEngine]:
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path) -> TransformersEngine:
     """What the server serves, in this process: the answers and scores to match."""
-    return TransformersEngine(tiny_model, device="cpu", batch_size=8)
+    return TransformersEngine(tiny_model, device="cpu", dtype="float32", batch_size=8)
 
 
 def test_generates_like_the_transformers_engine(engine: OpenAIEngine, reference: TransformersEngine) -> None:

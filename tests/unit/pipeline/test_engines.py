@@ -26,6 +26,7 @@ def test_a_judge_endpoint_is_called_over_http_with_the_key_from_its_variable(
             "model": str(tiny_model),
             "judge": "judge",
             "store": str(tmp_path),
+            "dtype": "float32",  # the stand-in server's precision: the scores below are compared
             "endpoints": {
                 "judge": {
                     "base_url": openai_server.base_url,
@@ -44,3 +45,23 @@ def test_a_judge_endpoint_is_called_over_http_with_the_key_from_its_variable(
     assert judge.score(ask, ["sarcastic"]) == pytest.approx(student.score(ask, ["sarcastic"]), abs=1e-3)
     greedy = SamplingParams(max_new_tokens=4, temperature=0.0)
     assert [g.text for g in judge.generate(ask, greedy)] == [g.text for g in student.generate(ask, greedy)]
+
+
+def test_the_spec_precision_decides_the_local_engines_and_each_precision_is_its_own(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from character.pipeline.engines import EnginePool
+
+    pool, store = EnginePool(), open_store(str(tmp_path))
+    loaded = {}
+    for dtype in ("float32", "bfloat16"):
+        spec = parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(tmp_path),
+                           "dtype": dtype})
+        engine = pool.for_spec(store, spec).engine(spec.model)
+        assert isinstance(engine, TransformersEngine)
+        assert engine.precision == dtype and str(engine.model.dtype) == f"torch.{dtype}"
+        loaded[dtype] = engine
+    assert loaded["float32"] is not loaded["bfloat16"]
+    again = parse_spec({"constitution": "sarcasm", "model": str(tiny_model), "store": str(tmp_path),
+                        "dtype": "float32"})
+    assert pool.for_spec(store, again).engine(again.model) is loaded["float32"]

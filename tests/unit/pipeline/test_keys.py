@@ -100,6 +100,7 @@ SPEC_CHANGES: dict[str, dict[str, Any]] = {
     "judge": {"judge": "tiny"},
     "seed": {"seed": 7},
     "chat_prompts": {"chat_prompts": "other-prompts.jsonl"},
+    "dtype": {"dtype": "float32"},
 }
 
 
