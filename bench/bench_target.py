@@ -37,11 +37,14 @@ class Target:
 
     @property
     def engine_dtype(self) -> str:
-        """The engine's default precision here (`loading.engine_dtype`): bf16 on a GPU and on a
-        CPU with native bf16 products, else fp32. The generation bound is computed in it."""
-        from character.models.loading import cpu_has_native_bf16
+        """The engine's default precision (`loading.resolve_dtype`): bf16 on a GPU, fp32 on a
+        CPU. The generation bound is computed in it."""
+        return "bf16" if self.cuda else "fp32"
 
-        return "bf16" if self.cuda or cpu_has_native_bf16() else "fp32"
+    @property
+    def opt_in_bf16(self) -> bool:
+        """A CPU with native bf16 products, where the bench also measures `dtype="bfloat16"`."""
+        return not self.cuda and cpu_has_native_bf16()
 
     @property
     def train_dtype(self) -> str:
@@ -57,6 +60,17 @@ class Target:
 
 
 CPU = Target()
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (the avx512_bf16 or amx_bf16 flag in
+    `cpuinfo`; False where there is none to read); elsewhere torch emulates bf16, slower than fp32."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def chat_prompts(n: int) -> list[Any]:

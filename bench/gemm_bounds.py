@@ -119,7 +119,7 @@ def machine_limits(batch: int, train_tokens: int, target: Target = CPU) -> dict[
                                          graph=True) for name, m in shapes.items()}
     else:
         dtypes = {"fp32": torch.float32}
-        if target.engine_dtype == "bf16":
+        if target.opt_in_bf16:
             dtypes["bf16"] = torch.bfloat16
         for name, dtype in dtypes.items():
             gemm[name] = {

@@ -2,8 +2,8 @@
 (32 bundled chat prompts x 64 new tokens, greedy, SmolLM2-135M-Instruct, the same rendered
 prompt tokens and stop tokens) through this project's engine and through other engines:
 
-    transformers       a bare `model.generate` on the same left-padded batch, in the engine's
-                       default precision (bf16 on a CPU with bf16 products, else fp32)
+    transformers       a bare `model.generate` on the same left-padded batch (fp32, the engine's
+                       default precision on a CPU)
     ctranslate2-int8   CTranslate2, int8 weights and products (`peers_ctranslate2.py`)
     ctranslate2-fp32   CTranslate2, float32
     llama.cpp-F16      llama.cpp through llama-cpp-python, the model converted to an F16 GGUF
@@ -45,6 +45,9 @@ from generation_bench import answers, chat_conversations, time_bare_generate, ti
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_LOCK = ROOT / "requirements" / "peers.txt"
 ENGINE = "engine"
+ENGINE_BF16 = "engine-bf16"
+"""The project's engine with `dtype="bfloat16"` (opt-in, not the default: docs/proof-runs.md,
+"Precision"), measured on a CPU with bf16 products; reported beside the peers, not one of them."""
 CTRANSLATE2 = ("ctranslate2",)
 # diskcache: llama-cpp-python's own dependency; sentencepiece: convert_hf_to_gguf.py imports it
 # before it looks for a tokenizer.model (SmolLM2 has none: it then reads tokenizer.json)
@@ -59,7 +62,7 @@ class Peer:
 
 
 PEERS = {
-    "transformers": Peer("transformers", "engine's precision", ()),
+    "transformers": Peer("transformers", "fp32", ()),
     "ctranslate2-int8": Peer("ctranslate2", "int8", CTRANSLATE2),
     "ctranslate2-fp32": Peer("ctranslate2", "float32", CTRANSLATE2),
     "llama.cpp-F16": Peer("llama.cpp", "F16", LLAMA_CPP),
@@ -131,9 +134,14 @@ def fetch_sdist(name: str, work: Path) -> Path:
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The engine's tokens per CPU-second over each measured peer's."""
-    engine = results[ENGINE]["tokens_per_cpu_second"]
+    return ratios_of(results, ENGINE)
+
+
+def ratios_of(results: dict[str, dict[str, Any]], mine: str) -> dict[str, float]:
+    """`mine`'s tokens per CPU-second over each measured peer's."""
+    engine = results[mine]["tokens_per_cpu_second"]
     return {name: engine / r["tokens_per_cpu_second"] for name, r in results.items()
-            if name != ENGINE and "tokens_per_cpu_second" in r}
+            if name not in (ENGINE, ENGINE_BF16) and "tokens_per_cpu_second" in r}
 
 
 def peers_line(ratio: dict[str, float]) -> str:
@@ -160,6 +168,10 @@ def worker(name: str, prompts: int, new_tokens: int, work: Path) -> dict[str, An
         return time_generation(CPU, conversations, new_tokens, batch_size=prompts) | {
             "settings": f"TransformersEngine, its defaults ({CPU.engine_dtype}, the batch in one call, a shared "
                         "prefix prefilled once)"}
+    if name == ENGINE_BF16:
+        return time_generation(CPU, conversations, new_tokens, batch_size=prompts, dtype="bfloat16") | {
+            "settings": "TransformersEngine with dtype=\"bfloat16\" (--dtype bfloat16, opt-in), otherwise its "
+                        "defaults"}
     if name == "transformers":
         return time_bare_generate(CPU, conversations, new_tokens) | {
             "settings": f"AutoModelForCausalLM.generate, {CPU.engine_dtype} (the engine's), one left-padded batch, "
@@ -208,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=64, help="new tokens per prompt (greedy)")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "peers", help="converted models (kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-peers.json", help="where the JSON goes")
-    parser.add_argument("--worker", choices=(ENGINE, *PEERS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(ENGINE, ENGINE_BF16, *PEERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         try:
@@ -224,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             not_installed[packages] = install(packages)
     load_before = [round(x, 2) for x in os.getloadavg()]
     results: dict[str, dict[str, Any]] = {}
-    for name in (ENGINE, *PEERS):
+    for name in (ENGINE, *((ENGINE_BF16,) if CPU.opt_in_bf16 else ()), *PEERS):
         why = not_installed.get(PEERS[name].packages) if name in PEERS else None
         print(f"{name} ...", flush=True)
         results[name] = {"unavailable": why} if why else run_worker(name, args)
@@ -245,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(_table(results, ratio))
     print(f"load average before / after: {load_before} / {figures['load_average_after']}; JSON: {args.out}")
+    if "tokens_per_cpu_second" in results.get(ENGINE_BF16, {}):
+        opt_in = ratios_of(results, ENGINE_BF16)
+        figures["engine_bf16_over_peer"] = {n: round(v, 2) for n, v in opt_in.items()}
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+        print("opt-in --dtype bfloat16 (not the default): " + ", ".join(f"{n} {v:.2f}x" for n, v in opt_in.items()))
     print(peers_line(ratio))
 
 
@@ -254,7 +271,9 @@ def _table(results: dict[str, dict[str, Any]], ratio: dict[str, float]) -> str:
         if "unavailable" in r:
             rows.append((name, "not measured", "", "", r["unavailable"]))
             continue
-        rows.append((name, f"{r['tokens_per_cpu_second']}", "1.00x" if name == ENGINE else f"{ratio[name]:.2f}x",
+        mine = r["tokens_per_cpu_second"] / results[ENGINE]["tokens_per_cpu_second"]
+        versus = "1.00x" if name == ENGINE else f"{ratio[name]:.2f}x" if name in ratio else f"(it: {mine:.2f}x)"
+        rows.append((name, f"{r['tokens_per_cpu_second']}", versus,
                      r.get("same_as_engine", ""), r["settings"]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[4]]) for row in rows)

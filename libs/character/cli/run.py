@@ -90,7 +90,8 @@ def run(
     store: str | None = typer.Option(None, help="Local folder or s3://bucket/prefix (default $OCT_HOME/store)."),
     seed: int | None = typer.Option(None, help="Seed (default 123456)."),
     dtype: str | None = typer.Option(None, help="Precision of generation and scoring: auto (default: bf16 on a "
-                                     "GPU or a CPU with AVX512-BF16/AMX, else float32), float32 or bfloat16."),
+                                     "GPU, float32 on a CPU), float32 or bfloat16 (~1.5x faster on a CPU with "
+                                     "AVX512-BF16/AMX; see docs/proof-runs.md, Precision)."),
     spec: Path | None = typer.Option(None, help="A run spec YAML; flags override its values."),
     until: str | None = typer.Option(None, help="Stop after this stage."),
     publish: str | None = typer.Option(None, help="Publish the finished run as NAME[:TAG] (the spec's "

@@ -6,10 +6,9 @@ model (training, an engine that loads PEFT adapters into it) asks for a private 
 `shared=False`.
 
 Defaults: device "cuda" when available, else "cpu"; dtype bfloat16 on CUDA, float32 on CPU.
-Engines (generation and scoring) default to `engine_dtype`'s choice instead: bfloat16 also on
-a CPU with native bf16 products (AVX512-BF16 or AMX), where SmolLM2 decodes ~1.5x faster than in
-float32 (bench/README.md) and the proof run's verdicts are those of float32
-(docs/proof-runs.md, "Precision"). Training, merging and exporting keep float32 on a CPU.
+bfloat16 on a CPU with native bf16 products (AVX512-BF16, AMX) decodes SmolLM2 ~1.5x faster,
+but it is not the CPU default: the proof runs in bf16 changed verdicts that float32 gave
+(docs/proof-runs.md, "Precision"). A run spec asks for it with `dtype: bfloat16`.
 Tokenizers pad on the left (for generation) and always have a pad token.
 """
 
@@ -67,28 +66,6 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     if name is None:
         raise InvalidInput(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16", where="dtype")
     return getattr(torch, name)
-
-
-def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (the avx512_bf16 or amx_bf16 flag in
-    `cpuinfo`; False where there is none to read); elsewhere torch emulates bf16, slower than
-    float32."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
-
-
-def engine_dtype(dtype: Any, device: Any) -> Any:
-    """The precision an engine generates and scores in: the given one, or for None/"auto"
-    bfloat16 on CUDA and on a CPU with native bf16 products, float32 elsewhere."""
-    import torch
-
-    if (dtype is None or dtype == "auto") and device.type == "cpu":
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    return resolve_dtype(dtype, device)
 
 
 def load_tokenizer(path: str | Path) -> Any:

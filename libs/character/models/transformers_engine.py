@@ -32,7 +32,7 @@
 - Steering: forward hooks on the decoder layers add `coefficient * vector` to each listed
   layer's output hidden states, at every position, only for the duration of the call.
 - Calls are serialized by a lock (adapters and hooks are engine-wide state).
-- Precision: `loading.engine_dtype` (bf16 on GPUs and on CPUs with native bf16, else fp32);
+- Precision: `dtype` (default bf16 on a GPU, float32 on a CPU: `loading.resolve_dtype`);
   scores are summed from float32 log-softmaxes whatever the weights' precision.
 """
 
@@ -56,7 +56,7 @@ from character.models.chat_template import (
     stop_token_ids,
 )
 from character.models.engine import AdapterRef, Conversation, Engine, Generation, SamplingParams, Steering
-from character.models.loading import engine_dtype, load_model, resolve_device
+from character.models.loading import load_model
 from character.progress import Progress, ProgressEvent, silent
 
 
@@ -88,8 +88,7 @@ class TransformersEngine(Engine):
         self.name = str(model_ref)
         self.batch_size = batch_size
         self.shared_prefix_min = shared_prefix_min
-        device = resolve_device(device)
-        self.model, self.tokenizer = load_model(model_ref, device, engine_dtype(dtype, device), shared=False)
+        self.model, self.tokenizer = load_model(model_ref, device, dtype, shared=False)
         self.device = self.model.device
         self.precision = str(self.model.dtype).removeprefix("torch.")
         self.tokenizer.padding_side = "left"

@@ -61,9 +61,11 @@ class RunSpec(BaseModel):
     """Generation backend for the student and teacher."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision of the engines that generate and score on this machine (student, teacher, judge;
-    not endpoints, not training, which keeps float32 on a CPU): `auto` = bfloat16 on a GPU and on
-    a CPU with native bf16 products (AVX512-BF16 or AMX), float32 elsewhere; `float32` = the
-    numerics of earlier releases. Part of the address of every stage that generates or scores."""
+    not endpoints, not training, which keeps float32 on a CPU): `auto` = bfloat16 on a GPU,
+    float32 on a CPU. `bfloat16` on a CPU with AVX512-BF16 or AMX generates ~1.5x faster, but
+    its proof runs did not keep every verdict of float32 (docs/proof-runs.md, "Precision"):
+    compare its figures (`oct compare`) before relying on them. Part of the address of every
+    stage that generates or scores."""
     endpoints: dict[str, Endpoint] = {}
     """Models served over an OpenAI-compatible HTTP API, by the name `teacher` or `judge` use,
     e.g. {"big-judge": {"base_url": "http://vllm-judge:8000/v1", "tokenizer": "..."}}."""

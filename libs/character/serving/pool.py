@@ -79,7 +79,7 @@ class PersonaPool:
         self.max_loaded = max_loaded
         self.device = device
         self.engine_kind = engine
-        self.dtype = dtype  # the engines' precision: "auto" is `loading.engine_dtype`'s choice
+        self.dtype = dtype  # the engines' precision: "auto" is `loading.resolve_dtype`'s choice
         self.cache_dir = cache_dir or oct_home() / "cache" / "personas"
         self._on_load = on_load or (lambda _name: None)
         self._on_evict = on_evict or (lambda _name: None)

@@ -33,8 +33,8 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path) -> TransformersEngine:
-    # float32: the equalities below (a batch scores what one prompt alone does) are exact there;
-    # in bf16 (the default on CPUs with bf16 products) another batch shape rounds otherwise
+    # float32 whatever the default: the equalities below (a batch scores what one prompt alone
+    # does) are exact there; in bf16 (`--dtype bfloat16`) another batch shape rounds otherwise
     return TransformersEngine(str(tiny_model), device="cpu", dtype="float32", batch_size=2)
 
 
