@@ -127,7 +127,7 @@ def machine_limits(batch: int, train_tokens: int, target: Target = CPU) -> dict[
                 "training": _gemm_gflops(train_tokens, c.hidden_size, c.intermediate_size, dtype),
             }
     n = matrix_parameters(target)
-    if not target.cuda:  # the engine's products stream its weights: bf16 halves the bytes
+    if not target.cuda:  # the engine's products stream its weights, in its default precision
         dtype = target.torch_dtype
         gemm[target.engine_dtype]["decode_cold"] = _gemm_gflops_cold(
             batch, c.hidden_size, c.intermediate_size, dtype, working_set=dtype.itemsize * n)

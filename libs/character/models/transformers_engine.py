@@ -100,7 +100,7 @@ class TransformersEngine(Engine):
         self._torch = torch
 
     def __repr__(self) -> str:
-        return f"TransformersEngine({self.name!r}, device={str(self.device)!r}, dtype={str(self.model.dtype)!r})"
+        return f"TransformersEngine({self.name!r}, device={str(self.device)!r}, precision={self.precision!r})"
 
     # --- generation ---------------------------------------------------------------------
     def generate(
